@@ -1,0 +1,1 @@
+"""Scripts that measure speed and accuracy and write BENCHMARKS.md."""

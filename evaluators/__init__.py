@@ -1,0 +1,1 @@
+"""How good and how fast a spec is: data, metrics, cost, latency, training, proxy evaluation."""

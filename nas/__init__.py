@@ -1,0 +1,1 @@
+"""The search: objective, Optuna and Ray Tune engines, Pareto front, TensorBoard, retraining, CLI."""

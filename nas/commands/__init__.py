@@ -1,0 +1,1 @@
+"""One module per ``bsrnas`` subcommand (see nas/cli.py)."""

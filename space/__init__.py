@@ -1,0 +1,1 @@
+"""What can be chosen: ArchSpec/LayerSpec, the YAML search space, presets, the model builder."""
