@@ -1,0 +1,265 @@
+"""``LayerSpec`` and ``ArchSpec``: a whole binary SR network as a frozen, serialisable value.
+
+An ``ArchSpec`` is the only description of an architecture that crosses package boundaries
+(see ``docs/design.md``). It is built from plain values only (int, float, bool, str, tuples of
+``LayerSpec``), round-trips exactly through JSON and YAML, and has a stable ``id``::
+
+    id = sha1(canonical_json).hexdigest()[:12]
+    canonical_json = json.dumps(to_dict(), sort_keys=True, separators=(",", ":"))
+
+The network it describes (built by ``space.builder``; counted by ``evaluators.cost``)::
+
+    x  = (rgb - mean) * residual_alignment          # input normalisation, see builder
+    h  = head(x)                                    # one FP conv 3 -> C, k = 3 (conv3) or 5 (conv5)
+    y  = body(h)                                    # `blocks` residual blocks, 2 convs each
+    y  = y + h                 if global_skip       # long skip (SRResNet / E2FIF)
+    o  = tail(y)                                    # upsampler -> 3 x (s H) x (s W)
+    sr = o / residual_alignment + mean
+
+``body = "binary"``: every body conv is a binary conv configured by one ``LayerSpec``
+(``layers[2 b]`` and ``layers[2 b + 1]`` are the two convs of block ``b``).
+``body = "fp"``: the full-precision reference (SRResNet/MSRResNet block conv-ReLU-conv + x);
+``layers`` is then empty.
+
+``residual_alignment`` is BBCU's k (Xia et al., ICLR 2023): the normalised image is multiplied
+by k before the head and the output divided by k after the tail, so the FP residual paths carry
+much larger values than a binary conv's output; 1.0 turns it off.
+
+``tail`` (upsampler) kinds and their binary convs (``tail_layers``):
+
+* ``fp_two_stage``  SRResNet: per stage FP conv C -> r^2 C + PixelShuffle(r) + LeakyReLU(0.1),
+  stages r = (2,) for x2, (3,) for x3, (2, 2) for x4; then an FP conv C -> 3. No binary conv.
+* ``fp_one_stage``  ESPCN: FP conv C -> 3 s^2 + PixelShuffle(s). No binary conv.
+* ``binary_repeat`` E2FIF/BBCU: per stage (same r as above) a binary conv C -> r^2 C configured by
+  ``tail_layers[j]`` (its ``skip = "fp"`` adds the input repeated r^2 times along channels) +
+  PixelShuffle(r); then an FP conv C -> 3.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Tuple
+
+import yaml
+
+from ops.choices import CHOICES, validate_choice
+
+SCALES = (2, 3, 4)
+HEADS = ("conv3", "conv5")
+TAILS = ("fp_two_stage", "fp_one_stage", "binary_repeat")
+BODIES = ("binary", "fp")
+CONVS_PER_BLOCK = 2
+
+
+def upsample_stages(scale: int) -> Tuple[int, ...]:
+    """PixelShuffle factors of a staged upsampler: x2 -> (2,), x3 -> (3,), x4 -> (2, 2)."""
+    if scale not in SCALES:
+        raise ValueError(f"invalid scale {scale!r}; allowed values: {list(SCALES)}")
+    return (2, 2) if scale == 4 else (scale,)
+
+
+def tail_conv_count(tail: str, scale: int) -> int:
+    """Number of binary convs of a tail: one per stage for ``binary_repeat``, 0 for FP tails."""
+    return len(upsample_stages(scale)) if tail == "binary_repeat" else 0
+
+
+def _d(name: str) -> Any:
+    return CHOICES[name][0]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """The choices of one binary conv: exactly the entries of ``ops.choices.CHOICES``
+    (same names, same neutral defaults, validated by ``ops.choices.validate_choice``)."""
+
+    threshold: str = _d("threshold")
+    threshold_kernel: int = _d("threshold_kernel")
+    parts: int = _d("parts")
+    act_estimator: str = _d("act_estimator")
+    weight_scale: str = _d("weight_scale")
+    weight_estimator: str = _d("weight_estimator")
+    rescale: str = _d("rescale")
+    bam_depth: int = _d("bam_depth")
+    skip: str = _d("skip")
+    norm: str = _d("norm")
+    nonlinearity: str = _d("nonlinearity")
+    nonlinearity_at: str = _d("nonlinearity_at")
+    bias: bool = _d("bias")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            validate_choice(f.name, getattr(self, f.name))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "layer") -> "LayerSpec":
+        """Build from a mapping; missing keys take the neutral default. Errors name ``where``."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{where}: expected a mapping of choices, got {data!r}")
+        unknown = sorted(set(data) - set(CHOICES))
+        if unknown:
+            raise ValueError(
+                f"{where}.{unknown[0]}: unknown choice (value {data[unknown[0]]!r}); "
+                f"allowed choices: {sorted(CHOICES)}"
+            )
+        for name, value in data.items():
+            try:
+                validate_choice(name, value)
+            except ValueError as exc:
+                raise ValueError(f"{where}.{name}: {exc}") from None
+        return cls(**dict(data))
+
+    def replace(self, **changes: Any) -> "LayerSpec":
+        return dataclasses.replace(self, **changes)
+
+
+# The dataclass must mirror the choice table exactly (names and defaults).
+assert [f.name for f in dataclasses.fields(LayerSpec)] == list(CHOICES), "LayerSpec != CHOICES"
+assert all(f.default == CHOICES[f.name][0] for f in dataclasses.fields(LayerSpec))
+
+
+def _check(field_name: str, value: Any, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"invalid {field_name} {value!r}; allowed: {allowed}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A whole network (see the module docstring for what every field builds)."""
+
+    scale: int
+    channels: int
+    blocks: int
+    head: str = "conv3"
+    tail: str = "fp_two_stage"
+    global_skip: bool = True
+    body: str = "binary"
+    residual_alignment: float = 1.0
+    layers: Tuple[LayerSpec, ...] = field(default=())
+    tail_layers: Tuple[LayerSpec, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        _check("scale", self.scale, _is_int(self.scale) and self.scale in SCALES, f"{list(SCALES)}")
+        _check("channels", self.channels, _is_int(self.channels) and self.channels >= 1,
+               "a positive int")
+        _check("blocks", self.blocks, _is_int(self.blocks) and self.blocks >= 1, "a positive int")
+        _check("head", self.head, self.head in HEADS, f"{list(HEADS)}")
+        _check("tail", self.tail, self.tail in TAILS, f"{list(TAILS)}")
+        _check("global_skip", self.global_skip, isinstance(self.global_skip, bool), "true or false")
+        _check("body", self.body, self.body in BODIES, f"{list(BODIES)}")
+        ra = self.residual_alignment
+        _check("residual_alignment", ra,
+               isinstance(ra, (int, float)) and not isinstance(ra, bool) and ra > 0
+               and ra != float("inf"), "a finite number > 0 (1.0 = off, BBCU uses 130)")
+        # normalise int -> float so 130 and 130.0 give the same spec and id
+        object.__setattr__(self, "residual_alignment", float(ra))
+        for name in ("layers", "tail_layers"):
+            seq = getattr(self, name)
+            if isinstance(seq, list):
+                seq = tuple(seq)
+                object.__setattr__(self, name, seq)
+            _check(name, seq, isinstance(seq, tuple), "a tuple of LayerSpec")
+            for i, layer in enumerate(seq):
+                if not isinstance(layer, LayerSpec):
+                    raise ValueError(f"invalid {name}[{i}] {layer!r}; allowed: a LayerSpec")
+        want = self.blocks * CONVS_PER_BLOCK if self.body == "binary" else 0
+        if len(self.layers) != want:
+            raise ValueError(
+                f"invalid layers: {len(self.layers)} LayerSpecs given; body={self.body!r} with "
+                f"blocks={self.blocks} needs exactly {want} (2 binary convs per block, 0 for fp)"
+            )
+        want_tail = tail_conv_count(self.tail, self.scale)
+        if len(self.tail_layers) != want_tail:
+            raise ValueError(
+                f"invalid tail_layers: {len(self.tail_layers)} LayerSpecs given; tail={self.tail!r} "
+                f"at scale {self.scale} needs exactly {want_tail} (one per binary upsampler stage)"
+            )
+
+    # -- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("layers", "tail_layers"):
+                value = [layer.to_dict() for layer in value]
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ArchSpec":
+        if not isinstance(data, Mapping):
+            raise ValueError(f"spec: expected a mapping, got {type(data).__name__} {data!r}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ValueError(f"spec.{unknown[0]}: unknown field; allowed fields: {names}")
+        missing = [n for n in ("scale", "channels", "blocks") if n not in data]
+        if missing:
+            raise ValueError(f"spec.{missing[0]}: required field missing")
+        kwargs = dict(data)
+        for name in ("layers", "tail_layers"):
+            seq = kwargs.get(name, [])
+            if not isinstance(seq, (list, tuple)):
+                raise ValueError(f"spec.{name}: expected a list of layer mappings, got {seq!r}")
+            kwargs[name] = tuple(
+                LayerSpec.from_dict(item, where=f"spec.{name}[{i}]") for i, item in enumerate(seq)
+            )
+        return cls(**kwargs)
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ArchSpec":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"spec JSON: not valid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "ArchSpec":
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"spec YAML: not valid YAML ({exc})") from None
+        return cls.from_dict(data)
+
+    @property
+    def id(self) -> str:
+        """First 12 hex digits of sha1 of the canonical JSON (sorted keys, no whitespace)."""
+        return hashlib.sha1(self.canonical_json().encode("utf-8")).hexdigest()[:12]
+
+    # -- helpers -------------------------------------------------------------------------
+    def replace(self, **changes: Any) -> "ArchSpec":
+        return dataclasses.replace(self, **changes)
+
+    def block_layers(self, block: int) -> Tuple[LayerSpec, ...]:
+        """The LayerSpecs of residual block ``block`` (empty for an fp body)."""
+        c = CONVS_PER_BLOCK
+        return self.layers[block * c:(block + 1) * c]
+
+
+def uniform(scale: int, channels: int, blocks: int, layer: LayerSpec = LayerSpec(),
+            tail_layer: LayerSpec = LayerSpec(), **arch: Any) -> ArchSpec:
+    """An ArchSpec whose body convs all use ``layer`` (and binary tail convs ``tail_layer``)."""
+    body = arch.get("body", "binary")
+    tail = arch.get("tail", "fp_two_stage")
+    n = blocks * CONVS_PER_BLOCK if body == "binary" else 0
+    return ArchSpec(scale=scale, channels=channels, blocks=blocks,
+                    layers=(layer,) * n,
+                    tail_layers=(tail_layer,) * tail_conv_count(tail, scale), **arch)
