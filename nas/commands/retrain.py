@@ -1,0 +1,39 @@
+"""``bsrnas retrain``: full training of one spec, then PSNR/SSIM on the test sets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+HELP = "retrain one spec with a full schedule and benchmark it (PSNR/SSIM table, checkpoints)"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--spec", metavar="SPEC.json",
+                   help="the architecture to train (ArchSpec as .json or .yaml)")
+    p.add_argument("--config", metavar="CONFIG.yaml", default="configs/train/cpu.yaml",
+                   help="retrain config (train: + eval: sections); default %(default)s")
+    p.add_argument("--data-root", metavar="DIR", default=None,
+                   help="folder with train/T91, train/BSD200 and the test sets <Set>/HR; "
+                        "without it the embedded default images are used")
+    p.add_argument("--run-dir", metavar="DIR", default=None,
+                   help="where checkpoints, TensorBoard events and results go "
+                        "(default runs/retrain-<spec id>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint in --run-dir")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from nas.retrain import RetrainConfig, load_spec, retrain
+
+    if not getattr(args, "spec", None):
+        raise ValueError("--spec: a spec file is required (e.g. --spec runs/NAME/trials/ID/spec.json)")
+    spec = load_spec(args.spec)
+    config = RetrainConfig.from_yaml(args.config)
+    results = retrain(spec, config, data_root=args.data_root, run_dir=args.run_dir,
+                      resume=args.resume, progress=not args.no_progress)
+    run_dir = Path(results["checkpoint"]).parent
+    print((run_dir / "results.md").read_text())
+    print(f"results: {run_dir / 'results.md'} and {run_dir / 'results.json'}; "
+          f"checkpoint: {results['checkpoint']}")
+    print(f"next: tensorboard --logdir {run_dir}")
+    return 0
