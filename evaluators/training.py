@@ -218,7 +218,9 @@ _TRAJECTORY_KEYS = ("batch", "patch", "lr", "schedule", "milestones", "gamma", "
                     "betas", "seed", "grad_clip")
 
 
-def _check_resumable(path: Path, state: Mapping[str, Any], config: TrainConfig) -> None:
+def check_resumable(path: Path, state: Mapping[str, Any], config: TrainConfig) -> None:
+    """Raise ``ValueError`` naming the first trajectory key where ``config`` differs from the
+    config the checkpoint ``state`` (read from ``path``) was trained with."""
     saved = state.get("train_config") or {}
     now = config.to_dict()
     keys = _TRAJECTORY_KEYS + (("steps",) if config.schedule == "cosine" else ())
@@ -268,7 +270,7 @@ def train(
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         if resume and ckpt_path.exists():
             state = load_checkpoint(ckpt_path)
-            _check_resumable(ckpt_path, state, config)
+            check_resumable(ckpt_path, state, config)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             start = int(state["step"])

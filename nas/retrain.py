@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import yaml
 
-from evaluators.training import CHECKPOINT_NAME, TrainConfig, seed_everything, train
+from evaluators.checkpoint import load_checkpoint
+from evaluators.training import CHECKPOINT_NAME, TrainConfig, check_resumable, seed_everything, train
 
 DEFAULT_SET = "default"  # name of the embedded validation split in results
 _EVAL_KEYS = ("sets", "sample_images", "sample_crop")
@@ -189,6 +190,8 @@ def retrain(spec, config: RetrainConfig, data_root: Optional[os.PathLike] = None
         if saved.is_file() and load_spec(saved).id != spec.id:
             raise ValueError(f"--resume: run dir {str(run_dir)!r} holds spec {load_spec(saved).id}, "
                              f"not the given spec {spec.id}")
+        # refuse a changed config before anything in the run dir is rewritten
+        check_resumable(ckpt, load_checkpoint(ckpt), config.train)
     if data_root is not None and not Path(data_root).is_dir():
         raise FileNotFoundError(f"data root {str(data_root)!r} is not a folder")
     run_dir.mkdir(parents=True, exist_ok=True)
