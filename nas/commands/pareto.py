@@ -1,0 +1,76 @@
+"""``bsrnas pareto RUN``: print the Pareto front of a run folder, rewrite its files, pick a spec.
+
+    bsrnas pareto runs/NAME [--pick best-psnr|knee|TRIAL]
+
+Writes ``pareto.json``, ``pareto.csv``, ``pareto.png`` (and refreshes the TensorBoard view);
+``--pick`` writes the chosen spec to ``RUN/picked.json`` (the ArchSpec JSON). The knee is the
+front member closest to the utopia point after normalising both objectives to [0, 1]
+(``nas.pareto.knee``).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+HELP = "show the Pareto front of a search run, write pareto.json/.csv/.png, pick a spec"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("run_dir", metavar="RUN", help="run folder of a search (runs/NAME)")
+    p.add_argument("--pick", metavar="WHICH", default=None,
+                   help="best-psnr, knee or a trial number: write RUN/picked.json")
+    p.add_argument("--no-samples", action="store_true", help="skip the SR sample images in TensorBoard")
+
+
+def load_run(run_dir: str):
+    """(RunFolder, resolved config, study) of a finished or running search."""
+    import yaml
+
+    from nas.runfolder import RunFolder
+
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"RUN: folder {run_dir!r} not found")
+    run = RunFolder(run_dir)
+    study = run.load_study()
+    cfg = {}
+    if os.path.isfile(run.config_path):
+        with open(run.config_path) as fh:
+            cfg = yaml.safe_load(fh) or {}
+    return run, cfg, study
+
+
+def picked_spec(run_dir: str, how: str):
+    """(record, spec JSON text) of the pick ``how`` in a run folder; used by retrain --from."""
+    from nas import pareto
+    from nas.runfolder import records
+
+    run, cfg, study = load_run(run_dir)
+    cost_key = (cfg.get("objectives") or {}).get("cost", "latency_ms")
+    recs = records(study)
+    members = pareto.front(recs, cost_key)
+    chosen = pareto.pick(members, recs, how, cost_key)
+    if not chosen.get("feasible", True):
+        raise ValueError(f"--pick: trial {chosen['trial']} is over budget (never trained)")
+    return chosen, json.dumps(chosen["spec"], indent=2, sort_keys=True)
+
+
+def run(args) -> int:
+    from nas import pareto
+    from nas.search import write_outputs
+
+    run, cfg, study = load_run(args.run_dir)
+    cost_key = (cfg.get("objectives") or {}).get("cost", "latency_ms")
+    root = (cfg.get("data") or {}).get("root")
+    members = write_outputs(run, cost_key, study, samples=not args.no_samples,
+                            title=cfg.get("name"), data_root=root)
+    print(pareto.format_table(members))
+    print(f"files: {run.file('pareto.json')}, pareto.csv, pareto.png")
+    if args.pick is not None:
+        chosen, text = picked_spec(args.run_dir, args.pick)
+        path = run.file("picked.json")
+        with open(path, "w") as fh:
+            fh.write(text + "\n")
+        print(f"picked trial {chosen['trial']} ({args.pick}): psnr_y {chosen['psnr_y']:.3f}, "
+              f"{cost_key} {chosen[cost_key]}; spec written to {path}")
+        print(f"next: bsrnas retrain --spec {path}")
+    return 0

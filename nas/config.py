@@ -1,0 +1,241 @@
+"""The search experiment config: one YAML file holds the whole experiment.
+
+Layout (every key optional except ``space``; defaults in ``DEFAULTS``)::
+
+    name: quickstart               # run folder runs/<name>/ (default: the file's stem)
+    seed: 0
+    space: configs/space/quickstart.yaml   # relative paths: to the cwd, else to the config file
+    objectives:
+      cost: latency_ms             # minimized beside psnr_y (maximized): latency_ms | bops | model_bytes
+    constraints:                   # upper bounds; null = no bound
+      latency_ms: null
+      bops: null
+      params: null
+      model_bytes: null
+    evaluator: {steps: 50, ...}    # keyword arguments of evaluators.proxy.ProxyEvaluator
+    data: {root: null}             # root -> ProxyEvaluator(data_root=...); null = embedded images
+    latency: {input_size: [3, 32, 32], path: null, threads: null}   # LatencyTable(...)
+    engine:
+      kind: optuna                 # optuna | ray
+      trials: 20                   # COMPLETE trials to reach (presets and infeasible ones count)
+      sampler: tpe                 # tpe | nsga2
+      storage: sqlite              # sqlite | journal  (file inside the run folder)
+      presets: true                # evaluate the fitting presets first
+      feasibility_samples: 200     # random specs checked for a feasible one before starting
+      startup_trials: 10           # TPE random start-up trials / NSGA-II population size
+    ray: {address: null, num_cpus: 2, cpus_per_trial: 1, max_concurrent: 2}
+    tensorboard:
+      hv_reference: {psnr_y: 0.0, cost: null}   # cost null: the cost bound, else 1.1 x the
+                                                # largest cost among the feasibility samples
+      sample_images: true          # SR samples of front members (needs trial checkpoints)
+
+``load(path, overrides)`` returns the resolved config (a plain dict, every default filled in),
+raising ``ValueError`` that names the key path, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+from typing import Any, Dict, Mapping, Optional
+
+import yaml
+
+COSTS = ("latency_ms", "bops", "model_bytes")
+CONSTRAINTS = ("latency_ms", "bops", "params", "model_bytes")
+ENGINES = ("optuna", "ray")
+SAMPLERS = ("tpe", "nsga2")
+STORAGES = ("sqlite", "journal")
+
+DEFAULTS: Dict[str, Any] = {
+    "name": None,
+    "seed": 0,
+    "space": None,
+    "objectives": {"quality": "psnr_y", "cost": "latency_ms"},
+    "constraints": {k: None for k in CONSTRAINTS},
+    "evaluator": {},
+    "data": {"root": None},
+    "latency": {"input_size": [3, 32, 32], "path": None, "threads": None},
+    "engine": {"kind": "optuna", "trials": 20, "sampler": "tpe", "storage": "sqlite",
+               "presets": True, "feasibility_samples": 200, "startup_trials": 10},
+    "ray": {"address": None, "num_cpus": 2, "cpus_per_trial": 1, "max_concurrent": 2},
+    "tensorboard": {"hv_reference": {"psnr_y": 0.0, "cost": None}, "sample_images": True},
+    "run_dir": None,
+}
+
+#: sections whose keys are the keyword arguments of a class of another package.
+_FREE_SECTIONS = ("evaluator",)
+
+
+def _err(path: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"{path}: invalid value {value!r}; allowed: {allowed}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _merge(base: Dict[str, Any], given: Mapping[str, Any], path: str) -> Dict[str, Any]:
+    """Deep-merge ``given`` into a copy of ``base``; unknown keys raise (except free sections)."""
+    out = copy.deepcopy(base)
+    if not isinstance(given, Mapping):
+        raise _err(path or "config", given, "a mapping of keys")
+    for key, value in given.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in base:
+            raise ValueError(f"{where}: unknown key (value {value!r}); allowed keys: {sorted(base)}")
+        if isinstance(base[key], dict) and key not in _FREE_SECTIONS and base[key] is not None:
+            if value is None:
+                continue
+            out[key] = _merge(base[key], value, where)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _proxy_parameters() -> Optional[set]:
+    """Keyword names ProxyEvaluator accepts, or None while evaluators.proxy is absent."""
+    try:
+        from evaluators.proxy import ProxyEvaluator
+    except ModuleNotFoundError as exc:
+        if exc.name in ("evaluators.proxy",):
+            return None
+        raise
+    params = inspect.signature(ProxyEvaluator).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return None
+    return {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Check every value of a merged config; returns it unchanged or raises ``ValueError``."""
+    if not isinstance(cfg["name"], str) or not cfg["name"] or "/" in cfg["name"]:
+        raise _err("name", cfg["name"], "a non-empty string without '/'")
+    if not _is_int(cfg["seed"]) or cfg["seed"] < 0:
+        raise _err("seed", cfg["seed"], "an integer >= 0")
+    if not isinstance(cfg["space"], str) or not cfg["space"]:
+        raise _err("space", cfg["space"], "the path of a search-space YAML file (required)")
+    if not os.path.isfile(cfg["space"]):
+        raise FileNotFoundError(f"space: file {cfg['space']!r} not found")
+    obj = cfg["objectives"]
+    if obj["quality"] != "psnr_y":
+        raise _err("objectives.quality", obj["quality"], "['psnr_y']")
+    if obj["cost"] not in COSTS:
+        raise _err("objectives.cost", obj["cost"], str(list(COSTS)))
+    for key, bound in cfg["constraints"].items():
+        if bound is not None and (not _is_num(bound) or not bound > 0):
+            raise _err(f"constraints.{key}", bound, "a number > 0 or null")
+    allowed = _proxy_parameters()
+    if not isinstance(cfg["evaluator"], Mapping):
+        raise _err("evaluator", cfg["evaluator"], "a mapping of ProxyEvaluator keyword arguments")
+    for key in cfg["evaluator"]:
+        if key == "data_root":
+            raise ValueError("evaluator.data_root: unknown key; set data.root (or --data-root) instead")
+        if allowed is not None and key not in allowed:
+            raise ValueError(f"evaluator.{key}: unknown key (value {cfg['evaluator'][key]!r}); "
+                             f"allowed keys: {sorted(allowed - {'data_root'})}")
+    root = cfg["data"]["root"]
+    if root is not None and (not isinstance(root, str) or not root):
+        raise _err("data.root", root, "a folder path or null (embedded images)")
+    lat = cfg["latency"]
+    size = lat["input_size"]
+    if (not isinstance(size, (list, tuple)) or len(size) != 3 or not all(_is_int(v) and v > 0 for v in size)
+            or size[0] != 3):
+        raise _err("latency.input_size", size, "[3, H, W] with H, W positive integers")
+    lat["input_size"] = [int(v) for v in size]
+    if lat["path"] is not None and not isinstance(lat["path"], str):
+        raise _err("latency.path", lat["path"], "a JSON file path or null")
+    if lat["threads"] is not None and (not _is_int(lat["threads"]) or lat["threads"] < 1):
+        raise _err("latency.threads", lat["threads"], "an integer >= 1 or null")
+    eng = cfg["engine"]
+    if eng["kind"] not in ENGINES:
+        raise _err("engine.kind", eng["kind"], str(list(ENGINES)))
+    if not _is_int(eng["trials"]) or eng["trials"] < 1:
+        raise _err("engine.trials", eng["trials"], "an integer >= 1")
+    if eng["sampler"] not in SAMPLERS:
+        raise _err("engine.sampler", eng["sampler"], str(list(SAMPLERS)))
+    if eng["storage"] not in STORAGES:
+        raise _err("engine.storage", eng["storage"], str(list(STORAGES)))
+    if not isinstance(eng["presets"], bool):
+        raise _err("engine.presets", eng["presets"], "true or false")
+    for key in ("feasibility_samples", "startup_trials"):
+        if not _is_int(eng[key]) or eng[key] < 1:
+            raise _err(f"engine.{key}", eng[key], "an integer >= 1")
+    ray = cfg["ray"]
+    if ray["address"] is not None and (not isinstance(ray["address"], str) or not ray["address"]):
+        raise _err("ray.address", ray["address"], "'auto', 'HOST:PORT' or null (local Ray)")
+    for key in ("num_cpus", "max_concurrent"):
+        if not _is_int(ray[key]) or ray[key] < 1:
+            raise _err(f"ray.{key}", ray[key], "an integer >= 1")
+    if not _is_num(ray["cpus_per_trial"]) or not ray["cpus_per_trial"] > 0:
+        raise _err("ray.cpus_per_trial", ray["cpus_per_trial"], "a number > 0")
+    tb = cfg["tensorboard"]
+    ref = tb["hv_reference"]
+    if not _is_num(ref["psnr_y"]):
+        raise _err("tensorboard.hv_reference.psnr_y", ref["psnr_y"], "a number (dB)")
+    if ref["cost"] is not None and (not _is_num(ref["cost"]) or not ref["cost"] > 0):
+        raise _err("tensorboard.hv_reference.cost", ref["cost"], "a number > 0 or null")
+    if not isinstance(tb["sample_images"], bool):
+        raise _err("tensorboard.sample_images", tb["sample_images"], "true or false")
+    if cfg["run_dir"] is not None and (not isinstance(cfg["run_dir"], str) or not cfg["run_dir"]):
+        raise _err("run_dir", cfg["run_dir"], "a folder path or null (runs/<name>)")
+    return cfg
+
+
+def _resolve_path(value: Optional[str], config_dir: str) -> Optional[str]:
+    """Paths in a config are relative to the cwd when they exist there, else to the config."""
+    if value is None or not isinstance(value, str) or os.path.isabs(value) or os.path.exists(value):
+        return value
+    candidate = os.path.join(config_dir, value)
+    return candidate if os.path.exists(candidate) else value
+
+
+def load(path: Optional[str] = None, overrides: Optional[Mapping[str, Any]] = None,
+         data: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Read ``path`` (or take ``data``), apply dotted ``overrides`` (``{"engine.trials": 5}``),
+    fill in defaults and validate. Returns the resolved config."""
+    if path is not None:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--config: file {path!r} not found")
+        with open(path) as fh:
+            try:
+                data = yaml.safe_load(fh) or {}
+            except yaml.YAMLError as exc:
+                raise ValueError(f"--config: {path!r} is not valid YAML: {exc}") from None
+    data = dict(data or {})
+    cfg = _merge(DEFAULTS, data, "")
+    for dotted, value in (overrides or {}).items():
+        node = cfg
+        keys = dotted.split(".")
+        for k in keys[:-1]:
+            node = node[k]
+        if keys[-1] not in node:
+            raise ValueError(f"{dotted}: unknown key")
+        node[keys[-1]] = value
+    if cfg["name"] is None:
+        cfg["name"] = os.path.splitext(os.path.basename(path))[0] if path else "search"
+    config_dir = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
+    cfg["space"] = _resolve_path(cfg["space"], config_dir)
+    validate(cfg)
+    if cfg["run_dir"] is None:
+        cfg["run_dir"] = os.path.join("runs", cfg["name"])
+    return cfg
+
+
+def dump(cfg: Mapping[str, Any], path: str) -> None:
+    """Write the resolved config (``config.yaml`` of a run folder)."""
+    with open(path, "w") as fh:
+        yaml.safe_dump(dict(cfg), fh, sort_keys=False, default_flow_style=False)
+
+
+def cost_reference(cfg: Mapping[str, Any]) -> Optional[float]:
+    """The hypervolume reference cost if fixed by the config (explicit, else the cost bound)."""
+    ref = cfg["tensorboard"]["hv_reference"]["cost"]
+    if ref is not None:
+        return float(ref)
+    bound = cfg["constraints"].get(cfg["objectives"]["cost"])
+    return None if bound is None else float(bound)

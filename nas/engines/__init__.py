@@ -1,0 +1,1 @@
+"""Search engines: ``optuna_engine`` (embedded, the default) and ``ray_engine`` (Ray Tune)."""

@@ -1,0 +1,45 @@
+"""The embedded engine: an Optuna ask/tell loop in this process.
+
+    while COMPLETE trials < engine.trials:
+        trial = study.ask()                       # enqueued presets come out first
+        values = objective(trial)                 # over budget: constraints set, not trained
+        study.tell(trial, values)
+
+A trial that raises (including Ctrl-C) is told FAIL before the exception leaves, so the study
+never keeps a RUNNING trial of a live process; every finished trial stays in the storage.
+Several processes may run this loop on one study (see ``nas.search``).
+"""
+from __future__ import annotations
+
+from nas.search import Search
+
+
+def run_optuna(search: Search) -> int:
+    """Run trials until the study holds ``search.target`` COMPLETE trials; returns how many
+    this process finished."""
+    from optuna.trial import TrialState
+    from tqdm import tqdm
+
+    study = search.study
+    done = search.n_complete()
+    finished = 0
+    bar = tqdm(total=search.target, initial=min(done, search.target), desc="search", unit="trial",
+               disable=not search.progress, dynamic_ncols=True)
+    try:
+        while search.n_complete() < search.target:
+            trial = study.ask()
+            try:
+                values = search.objective(trial, search.known())
+            except BaseException:
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+            study.tell(trial, values)
+            finished += 1
+            hv = search.after_trial()
+            bar.set_postfix(trial=trial.number, psnr_y=f"{values[0]:.2f}",
+                            **{search.cost_key: f"{values[1]:.4g}"}, hv=f"{hv:.4g}")
+            bar.n = min(search.n_complete(), search.target)
+            bar.refresh()
+    finally:
+        bar.close()
+    return finished

@@ -1,0 +1,174 @@
+"""The Ray Tune engine: the same search, its trainings run as Ray Tune trials.
+
+Design (the simplest one that keeps budget constraints, see docs/stack_notes.md: Tune's own
+``OptunaSearch`` cannot call ``trial.set_constraint``):
+
+* ``BudgetSearcher`` is a ``ray.tune.search.Searcher`` living in the driver process. Each
+  ``suggest`` asks the run's Optuna study for a trial and runs ``Objective.propose`` (sample,
+  cost, constraints). An over-budget candidate is finished and told on the spot (psnr_y = 0,
+  constraints set, **no Ray trial**); so is a duplicate of an already trained spec. A feasible
+  candidate becomes a Tune trial whose config is ``{spec, number, trial_dir, evaluator}``.
+* ``evaluate_trial`` (the Tune trainable) runs on any Ray node: it builds the
+  ``ProxyEvaluator`` from the config (cached per worker process), trains and scores the spec
+  (checkpoint and training scalars in ``trials/NNNN``), and reports the result with the Ray
+  node id, host and pid.
+* ``on_trial_complete`` finishes the Optuna trial in the driver (user attributes,
+  ``metrics.json`` with ``node_id``) and tells the study; an errored Tune trial is told FAIL.
+
+So the study storage and the run folder are exactly those of the Optuna engine, and every
+later command works on runs of either engine. No scheduler is used (no early stopping), so no
+partly trained value ever reaches the front.
+
+Ray: ``ray.init(num_cpus=ray.num_cpus)`` locally, or ``ray.init(address=...)`` for a cluster
+(``--ray-address``; the run folder must be on storage every node reaches). Each trial asks for
+``ray.cpus_per_trial`` CPUs; at most ``ray.max_concurrent`` run at once. Resume works as for
+the Optuna engine, through the study storage: a resumed search marks dead RUNNING trials FAIL
+and starts a new Tune experiment (``ray/NNN`` under the run folder) for the remaining trials.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Dict, Optional
+
+from ray.tune.search import Searcher
+
+from nas.search import Search
+
+_EVALUATORS: Dict[str, Any] = {}
+
+
+def _evaluator(kwargs: Dict[str, Any]):
+    """One ProxyEvaluator per worker process and settings (its data stay loaded)."""
+    import json
+
+    key = json.dumps(kwargs, sort_keys=True)
+    if key not in _EVALUATORS:
+        from evaluators.proxy import ProxyEvaluator
+
+        _EVALUATORS[key] = ProxyEvaluator(**kwargs)
+    return _EVALUATORS[key]
+
+
+def evaluate_trial(config: Dict[str, Any]) -> None:
+    """The Tune trainable: train and score one spec, report its metrics (single report)."""
+    import ray
+    from ray import tune
+
+    from space.spec import ArchSpec
+
+    spec = ArchSpec.from_json(config["spec"])
+    result = dict(_evaluator(config["evaluator"]).evaluate(spec, run_dir=config["trial_dir"]))
+    clean = {k: v for k, v in result.items() if isinstance(v, (int, float, bool, str)) or v is None}
+    clean.update(node_id=ray.get_runtime_context().get_node_id(), hostname=socket.gethostname(),
+                 pid=os.getpid(), optuna_trial=int(config["number"]))
+    tune.report(clean)
+
+
+class BudgetSearcher(Searcher):
+    """Asks the Optuna study, rejects over-budget candidates itself, hands feasible ones to Tune."""
+
+    def __init__(self, search: Search, evaluator_kwargs: Dict[str, Any]):
+        super().__init__(metric=None, mode=None)
+        self.search = search
+        self.evaluator_kwargs = evaluator_kwargs
+        self.pending: Dict[str, Any] = {}
+        self.dispatched = 0
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True
+
+    def suggest(self, trial_id: str) -> Optional[Dict[str, Any]]:
+        from optuna.trial import TrialState
+
+        s = self.search
+        while True:
+            if s.n_complete() + len(self.pending) >= s.target:
+                return Searcher.FINISHED
+            trial = s.study.ask()
+            try:
+                cand = s.objective.propose(trial, s.known())
+                if not cand.feasible or cand.duplicate_of is not None:
+                    result = s.objective.evaluate(cand) if cand.feasible else None
+                    values = s.objective.finish(trial, cand, result)
+                    s.study.tell(trial, values)
+                    s.after_trial()
+                    continue
+            except BaseException:
+                s.study.tell(trial, state=TrialState.FAIL)
+                raise
+            self.pending[trial_id] = (trial, cand)
+            self.dispatched += 1
+            return {"spec": cand.spec_json, "number": trial.number,
+                    "trial_dir": s.run.trial_dir(trial.number), "evaluator": self.evaluator_kwargs}
+
+    def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False) -> None:
+        from optuna.trial import TrialState
+
+        if trial_id not in self.pending:
+            return
+        trial, cand = self.pending.pop(trial_id)
+        s = self.search
+        if error or not result or "psnr_y" not in result:
+            s.run.write_trial(cand.number, None, dict(cand.metrics, state="FAIL", preset=cand.preset))
+            s.study.tell(trial, state=TrialState.FAIL)
+            return
+        extra = {k: result[k] for k in ("node_id", "hostname", "pid") if k in result}
+        values = s.objective.finish(trial, cand, result, extra=extra)
+        s.study.tell(trial, values)
+        s.after_trial()
+
+    def fail_pending(self) -> None:
+        """Tell FAIL for trials still in flight (the experiment stopped early)."""
+        from optuna.trial import TrialState
+
+        for trial, cand in self.pending.values():
+            self.search.study.tell(trial, state=TrialState.FAIL)
+        self.pending.clear()
+
+
+def _experiment_name(run_root: str) -> str:
+    base = os.path.join(run_root, "ray")
+    n = 0
+    while os.path.exists(os.path.join(base, f"{n:03d}")):
+        n += 1
+    return f"{n:03d}"
+
+
+def run_ray(search: Search) -> int:
+    """Run the remaining trials as Ray Tune trials; returns how many Tune trials ran."""
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no extra TensorBoard runs
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import ray
+    from ray import tune
+
+    rcfg = search.cfg["ray"]
+    started = False
+    if not ray.is_initialized():
+        if rcfg["address"]:
+            ray.init(address=rcfg["address"], log_to_driver=False)
+        else:
+            ray.init(num_cpus=rcfg["num_cpus"], log_to_driver=False, include_dashboard=False)
+        started = True
+    ev_kwargs = search.evaluator_kwargs()
+    if ev_kwargs.get("threads") is None:
+        ev_kwargs["threads"] = max(1, int(rcfg["cpus_per_trial"]))
+    searcher = BudgetSearcher(search, ev_kwargs)
+    remaining = max(0, search.target - search.n_complete())
+    try:
+        if remaining:
+            storage = os.path.join(search.run.path, "ray")
+            os.makedirs(storage, exist_ok=True)
+            tuner = tune.Tuner(
+                tune.with_resources(evaluate_trial, {"cpu": rcfg["cpus_per_trial"]}),
+                tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining,
+                                            max_concurrent_trials=rcfg["max_concurrent"]),
+                run_config=tune.RunConfig(name=_experiment_name(search.run.path), storage_path=storage,
+                                          verbose=1 if search.progress else 0),
+            )
+            tuner.fit()
+    finally:
+        searcher.fail_pending()
+        if started:
+            ray.shutdown()
+    return searcher.dispatched

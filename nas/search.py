@@ -1,0 +1,327 @@
+"""The search driver shared by both engines: set-up, presets, resume, after-trial logging, outputs.
+
+``run(cfg, resume=...)`` runs one experiment (``nas.config.load`` gives ``cfg``):
+
+1. Run folder (``nas.runfolder``): a folder that already holds a study needs ``resume=True``
+   (otherwise ``ValueError``: nothing is overwritten); on resume the objectives, constraints
+   and space must equal the stored ``config.yaml``'s.
+2. Feasibility check before anything is trained: ``engine.feasibility_samples`` random specs
+   (``SearchSpace.random``, seeded) and every preset are costed (instant); when none meets the
+   budget the search stops with ``ValueError`` (exit status 2) naming the bounds and the
+   smallest values seen.
+3. Study: ``optuna.create_study(directions=["maximize", "minimize"], load_if_exists=True)`` in
+   ``study.db`` (SQLite) or ``study.log`` (journal). The sampler (TPE or NSGA-II) is seeded with
+   ``seed + number of trials already in the study``, so a resumed search does not replay the
+   first random points of the interrupted one.
+4. Resume: a trial left RUNNING by a dead process (same host, pid gone, or no worker tag) is
+   told FAIL and never counted; the search runs until the study holds ``engine.trials``
+   COMPLETE trials (presets and over-budget candidates included). Several workers may share one
+   study: start the first with the normal command, the others with the same command plus
+   ``--resume``; each stops when the COMPLETE count reaches the target (at most one extra
+   trial per additional worker).
+5. Presets (new study only): every ``space.presets`` design built at the space's scale and its
+   first listed ``channels``/``blocks`` values that the space contains and the budget allows is
+   enqueued first (``enqueue_trial(space.params_of(spec), user_attrs={"preset": name})``).
+6. After each trial: TensorBoard (``nas.tensorboard``); at the end (also after an interruption):
+   ``pareto.json/.csv/.png``, the Pareto figure and SR samples of the front in TensorBoard.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import sys
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from nas import config as config_mod
+from nas import pareto
+from nas.objective import Objective, known_results, worker_tag
+from nas.runfolder import STUDY_NAME, RunFolder, records
+from nas.tensorboard import SearchBoard
+
+DIRECTIONS = ["maximize", "minimize"]
+_COMPARED = ("space_text", "objectives", "constraints")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale(frozen) -> bool:
+    """A RUNNING trial whose worker process (on this host) no longer exists."""
+    tag = frozen.user_attrs.get("worker")
+    if not tag:
+        return True
+    host, _, pid = tag.rpartition(":")
+    if host != socket.gethostname():
+        return False
+    try:
+        return not _pid_alive(int(pid))
+    except ValueError:
+        return True
+
+
+def _space_text(path: str) -> str:
+    with open(path) as fh:
+        return fh.read()
+
+
+class Search:
+    """One experiment: components, study and run folder (engines drive ``study``/``objective``).
+
+    ``space``, ``evaluator``, ``latency`` and ``cost_fn`` are injectable (tests); by default
+    they are ``SearchSpace.from_yaml(cfg['space'])``, ``ProxyEvaluator(**cfg['evaluator'],
+    data_root=cfg['data']['root'])``, ``LatencyTable(input_size, path, threads)`` and
+    ``evaluators.cost.cost``.
+    """
+
+    def __init__(self, cfg: Mapping[str, Any], *, resume: bool = False, space=None, evaluator=None,
+                 latency=None, cost_fn: Optional[Callable] = None, log: Callable[[str], None] = None,
+                 progress: bool = True):
+        self.cfg = dict(cfg)
+        self.resume = bool(resume)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.progress = progress
+        self.run = RunFolder(self.cfg["run_dir"])
+        self.cost_key = self.cfg["objectives"]["cost"]
+        self.target = int(self.cfg["engine"]["trials"])
+        if space is None:
+            from space.space import SearchSpace
+
+            space = SearchSpace.from_yaml(self.cfg["space"])
+        self.space = space
+        self._evaluator = evaluator
+        if latency is None:
+            latency = self._build_latency()
+        self.latency = latency
+        self.objective = Objective(
+            space, self, latency, self.run, cost_key=self.cost_key,
+            constraints=self.cfg["constraints"], input_size=self.cfg["latency"]["input_size"],
+            cost_fn=cost_fn,
+        )
+        self.study = None
+        self.board: Optional[SearchBoard] = None
+
+    # ------------------------------------------------------------------ components
+    def _build_latency(self):
+        from evaluators.latency import LatencyTable
+
+        lat = self.cfg["latency"]
+        return LatencyTable(input_size=tuple(lat["input_size"]), path=lat["path"], threads=lat["threads"])
+
+    def evaluator_kwargs(self) -> Dict[str, Any]:
+        kw = dict(self.cfg["evaluator"])
+        root = self.cfg["data"]["root"]
+        kw["data_root"] = os.path.abspath(root) if root else None
+        return kw
+
+    @property
+    def evaluator(self):
+        if self._evaluator is None:
+            from evaluators.proxy import ProxyEvaluator
+
+            self._evaluator = ProxyEvaluator(**self.evaluator_kwargs())
+        return self._evaluator
+
+    def evaluate(self, spec, run_dir=None):  # the Objective's evaluator: built on first use
+        return self.evaluator.evaluate(spec, run_dir=run_dir)
+
+    # ------------------------------------------------------------------ set-up
+    def _check_folder(self) -> None:
+        exists = self.run.exists()
+        if exists and not self.resume:
+            raise ValueError(
+                f"--run-dir: {self.run.path!r} already holds a search; pass --resume to continue it "
+                "(or join it as another worker), or choose another --run-dir"
+            )
+        stored_path = self.run.config_path
+        if exists and os.path.isfile(stored_path):
+            import yaml
+
+            with open(stored_path) as fh:
+                stored = yaml.safe_load(fh) or {}
+            for key in _COMPARED:
+                if key in stored and stored[key] != self._comparable()[key]:
+                    raise ValueError(
+                        f"--resume: {key} differs from the interrupted search's config.yaml "
+                        f"(stored {stored[key]!r}, given {self._comparable()[key]!r}); "
+                        "resume with the same config or choose another --run-dir"
+                    )
+
+    def _comparable(self) -> Dict[str, Any]:
+        return {"space_text": _space_text(self.cfg["space"]),
+                "objectives": self.cfg["objectives"], "constraints": self.cfg["constraints"]}
+
+    def _write_config(self) -> None:
+        os.makedirs(self.run.path, exist_ok=True)
+        data = dict(self.cfg)
+        data["space_text"] = _space_text(self.cfg["space"])
+        config_mod.dump(data, self.run.config_path)
+
+    def preset_specs(self) -> List[Tuple[str, Any]]:
+        """(name, spec) of every preset the space contains, at its scale and first sizes."""
+        from space import presets
+
+        arch = getattr(self.space, "arch", {})
+        channels = (arch.get("channels") or (64,))[0]
+        blocks = (arch.get("blocks") or (16,))[0]
+        out = []
+        for name in presets.names():
+            try:
+                spec = presets.get(name, scale=self.space.scale, channels=channels, blocks=blocks)
+            except ValueError:
+                continue
+            if self.space.contains(spec):
+                out.append((name, spec))
+        return out
+
+    def check_feasible(self) -> Dict[str, float]:
+        """Cost ``engine.feasibility_samples`` random specs and the presets; raise when none is
+        within budget. Returns the largest value of each metric seen among feasible ones."""
+        rng = random.Random(self.cfg["seed"])
+        n = int(self.cfg["engine"]["feasibility_samples"])
+        specs = [self.space.random(rng) for _ in range(n)] + [s for _, s in self.preset_specs()]
+        best: Dict[str, float] = {}
+        largest: Dict[str, float] = {}
+        any_ok = False
+        for spec in specs:
+            m = self.objective.static_metrics(spec)
+            viol = self.objective.violations(m)
+            for k in viol:
+                best[k] = min(best.get(k, float("inf")), float(m[k]))
+            if all(v <= 0 for v in viol.values()):
+                any_ok = True
+                for k, v in m.items():
+                    if isinstance(v, (int, float)):
+                        largest[k] = max(largest.get(k, float("-inf")), float(v))
+        if not any_ok:
+            bounds = {k: v for k, v in self.cfg["constraints"].items() if v is not None}
+            seen = ", ".join(f"{k} >= {best[k]:.6g}" for k in sorted(best))
+            raise ValueError(
+                f"constraints: no architecture of space {self.cfg['space']!r} meets the budget "
+                f"{bounds} ({len(specs)} specs checked: {n} random + presets; smallest seen: {seen}); "
+                "raise the bounds or shrink the space"
+            )
+        return largest
+
+    def _sampler(self, n_existing: int):
+        import optuna
+
+        eng = self.cfg["engine"]
+        seed = int(self.cfg["seed"]) + n_existing
+        if eng["sampler"] == "nsga2":
+            return optuna.samplers.NSGAIISampler(population_size=max(2, eng["startup_trials"]), seed=seed)
+        return optuna.samplers.TPESampler(n_startup_trials=eng["startup_trials"], seed=seed)
+
+    def setup(self) -> None:
+        """Folder checks, config.yaml, feasibility, study, stale trials, presets, TensorBoard."""
+        import optuna
+        from optuna.trial import TrialState
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self._check_folder()
+        largest = self.check_feasible()
+        kind = self.run.storage_kind() or self.cfg["engine"]["storage"]
+        storage = self.run.storage(kind)
+        self._write_config()
+        try:
+            n_existing = len(optuna.load_study(study_name=STUDY_NAME, storage=storage).trials)
+        except KeyError:
+            n_existing = 0
+        self.study = optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=DIRECTIONS,
+                                         sampler=self._sampler(n_existing), load_if_exists=True)
+        failed = 0
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if is_stale(t):
+                self.study.tell(t.number, state=TrialState.FAIL)
+                failed += 1
+        if failed:
+            self.log(f"resume: {failed} trial(s) left RUNNING by a stopped process marked FAIL")
+        attrs = self.study.user_attrs
+        if "hv_reference" not in attrs:
+            ref_cost = config_mod.cost_reference(self.cfg)
+            if ref_cost is None:
+                ref_cost = 1.1 * largest.get(self.cost_key, 1.0)
+            ref = [float(self.cfg["tensorboard"]["hv_reference"]["psnr_y"]), float(ref_cost)]
+            self.study.set_user_attr("hv_reference", ref)
+        if not attrs.get("presets_enqueued"):
+            self.study.set_user_attr("presets_enqueued", True)
+            if self.cfg["engine"]["presets"]:
+                self._enqueue_presets()
+        self.board = SearchBoard(self.run, self.cost_key, tuple(self.study.user_attrs["hv_reference"]))
+        self.board.resume_from(records(self.study))
+
+    def _enqueue_presets(self) -> None:
+        used, skipped = [], []
+        for name, spec in self.preset_specs():
+            if not self.objective.feasible(spec):
+                skipped.append(name)
+                continue
+            self.study.enqueue_trial(self.space.params_of(spec), user_attrs={"preset": name},
+                                     skip_if_exists=False)
+            used.append(name)
+        self.log(f"presets enqueued: {used or 'none'}" + (f"; over budget: {skipped}" if skipped else ""))
+
+    # ------------------------------------------------------------------ during the search
+    def n_complete(self) -> int:
+        from optuna.trial import TrialState
+
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    def known(self) -> Dict[str, Dict[str, Any]]:
+        return known_results(self.study)
+
+    def after_trial(self) -> float:
+        """Log the new trial(s) to TensorBoard; returns the hypervolume of the front."""
+        return self.board.update(records(self.study))
+
+    # ------------------------------------------------------------------ the end
+    def finalize(self) -> List[Dict[str, Any]]:
+        """pareto.json/.csv/.png, TensorBoard figure and samples; returns the front."""
+        return write_outputs(self.run, self.cost_key, self.study, self.board,
+                             samples=self.cfg["tensorboard"]["sample_images"], title=self.cfg["name"],
+                             data_root=self.evaluator_kwargs()["data_root"])
+
+
+def write_outputs(run: RunFolder, cost_key: str, study, board: Optional[SearchBoard] = None,
+                  samples: bool = True, title: Optional[str] = None, data_root=None) -> List[Dict[str, Any]]:
+    """Write the Pareto files of a run folder and refresh its TensorBoard view."""
+    recs = records(study)
+    members = pareto.write_all(run.path, recs, cost_key, title)
+    if board is None:
+        board = SearchBoard(run, cost_key, tuple(study.user_attrs.get("hv_reference", (0.0, 1.0))))
+        board.resume_from(recs)
+    if recs:
+        step = max(r["trial"] for r in recs)
+        board.update(recs, step)
+        board.figure(recs, step, title)
+        if samples:
+            from nas.tensorboard import front_samples
+
+            board.samples(front_samples(run, members, data_root), step)
+    return members
+
+
+def run(cfg: Mapping[str, Any], *, resume: bool = False, **components) -> Tuple[Search, List[Dict[str, Any]]]:
+    """Run the experiment ``cfg`` with the engine it names; returns (search, front)."""
+    search = Search(cfg, resume=resume, **components)
+    search.setup()
+    try:
+        if cfg["engine"]["kind"] == "ray":
+            from nas.engines.ray_engine import run_ray
+
+            run_ray(search)
+        else:
+            from nas.engines.optuna_engine import run_optuna
+
+            run_optuna(search)
+    finally:
+        members = search.finalize()
+    return search, members
