@@ -18,11 +18,14 @@ from space.spec import CONVS_PER_BLOCK, ArchSpec, LayerSpec, tail_conv_count
 
 
 def _spec(scale: int, channels: int, blocks: int, first: LayerSpec, second: LayerSpec,
-          tail: str, tail_layer: LayerSpec = LayerSpec(), **arch) -> ArchSpec:
-    """SRResNet-shaped spec: every block is (first, second); binary tail convs use tail_layer."""
+          tail: str, tail_layer: LayerSpec = LayerSpec(), block_residual: bool = False,
+          **arch) -> ArchSpec:
+    """SRResNet-shaped spec: every block is (first, second); binary tail convs use tail_layer.
+    The block-level residual is off unless asked for: the designs put an FP skip on every conv."""
     assert CONVS_PER_BLOCK == 2
     return ArchSpec(scale=scale, channels=channels, blocks=blocks, head="conv3", tail=tail,
-                    global_skip=True, layers=(first, second) * blocks,
+                    global_skip=True, block_residual=block_residual,
+                    layers=(first, second) * blocks,
                     tail_layers=(tail_layer,) * tail_conv_count(tail, scale), **arch)
 
 
@@ -79,14 +82,15 @@ def bam(scale: int, channels: int, blocks: int) -> ArchSpec:
 
     Verified (paper's equations): the binarizer of conv n sees BN(sum_{i=n-d..n} beta_i A_i), a
     learnable weighted running sum of the FP inputs of the earlier convs of the same block
-    (``bam_depth = 1``: with two convs per block the second conv accumulates the first conv's
-    input; depth 1 is the deepest that a 2-conv block can use); per-channel weight scale; BN.
+    (``bam_depth = 1`` on the second conv of each block, which accumulates the first conv's input;
+    the first conv has no earlier conv in its block, so ``bam_depth = 0`` there); per-channel
+    weight scale; BN.
     Reconstructed: the weight accumulation (training-time reparametrisation, no inference cost) is
     left out; FP skip over each conv and the FP SRResNet upsampler.
     """
-    layer = LayerSpec(bam_depth=1, weight_scale="channel_mean", norm="bn", skip="fp")
-    return _spec(scale, channels, blocks, layer.replace(nonlinearity="leaky_relu"), layer,
-                 "fp_two_stage")
+    second = LayerSpec(bam_depth=1, weight_scale="channel_mean", norm="bn", skip="fp")
+    first = second.replace(bam_depth=0, nonlinearity="leaky_relu")
+    return _spec(scale, channels, blocks, first, second, "fp_two_stage")
 
 
 def ari(scale: int, channels: int, blocks: int) -> ArchSpec:
@@ -127,21 +131,22 @@ def xnor(scale: int, channels: int, blocks: int) -> ArchSpec:
     SRResNet (Ledig et al., CVPR 2017), as the "plain BNN" row of the BAM paper.
 
     Y = alpha_o (sign(W) * sign(X)) followed by BN (``weight_scale = channel_mean``, ``norm = bn``);
-    no FP skip around a conv (the blocks' own residual is the only FP path besides the global skip);
-    STE gradients; FP SRResNet upsampler. The nonlinearity of the first conv is a LeakyReLU(0.1).
+    no FP skip around a conv: the SRResNet block residual (``block_residual = True``) and the
+    global skip are the only FP paths; STE gradients; FP SRResNet upsampler. The first conv of a
+    block ends with a LeakyReLU(0.1).
     """
     layer = LayerSpec(weight_scale="channel_mean", norm="bn")
     return _spec(scale, channels, blocks, layer.replace(nonlinearity="leaky_relu"), layer,
-                 "fp_two_stage")
+                 "fp_two_stage", block_residual=True)
 
 
 def fp(scale: int, channels: int, blocks: int) -> ArchSpec:
     """Full-precision reference of the same size: SRResNet without BN (as MSRResNet, Wang et al.,
     ESRGAN ECCVW 2018; SRResNet: Ledig et al., CVPR 2017): FP head, ``blocks`` residual blocks
-    conv3-ReLU-conv3 + x (``body = fp``, so ``layers`` is empty), global skip, FP SRResNet
+    conv3-ReLU-conv3 + x (``body = fp``, ``block_residual = True``, so ``layers`` is empty), global skip, FP SRResNet
     upsampler. Verified: this is the backbone the published FP numbers use."""
     return ArchSpec(scale=scale, channels=channels, blocks=blocks, head="conv3",
-                    tail="fp_two_stage", global_skip=True, body="fp")
+                    tail="fp_two_stage", global_skip=True, block_residual=True, body="fp")
 
 
 _PRESETS: Dict[str, Callable[[int, int, int], ArchSpec]] = {

@@ -9,6 +9,7 @@ YAML format (every key but ``scale`` optional; see ``configs/space/default.yaml`
       head: [conv3, conv5]          # default [conv3]
       tail: [fp_two_stage, fp_one_stage, binary_repeat]   # default [fp_two_stage]
       global_skip: [true, false]    # default [true]
+      block_residual: [true, false] # default [true]; the SRResNet block-level skip
       body: [binary]                # default [binary]; "fp" adds the full-precision reference
       residual_alignment: [1.0]     # default [1.0]; BBCU's k, e.g. [1.0, 130.0]
     layer:                          # the choices of each body binary conv
@@ -25,7 +26,8 @@ A per-layer choice not listed is fixed at its neutral default (``ops.choices``).
 value per residual block shared by its 2 convs (``block.<b>.<choice>``), ``shared`` = one value
 for the whole body (``shared.<choice>``). Tail convs: ``tail.<j>.<choice>`` or
 ``tail.shared.<choice>``. Architecture labels: ``arch.channels``, ``arch.blocks``, ``arch.head``,
-``arch.global_skip``, ``arch.body``, ``arch.residual_alignment``, ``tail.kind``.
+``arch.global_skip``, ``arch.block_residual``, ``arch.body``, ``arch.residual_alignment``,
+``tail.kind``.
 
 A dimension with a single allowed value is a constant: ``sample`` makes no suggest call for it and
 ``params_of`` leaves it out, so a params dict holds exactly the choices that vary.
@@ -33,7 +35,7 @@ A dimension with a single allowed value is a constant: ``sample`` makes no sugge
 Size (number of distinct ArchSpecs), with V_c the allowed values of choice c and
 u(g, b) = 2b | b | 1 for granularity layer | block | shared (tail: n_tail | 1)::
 
-    size = |channels| |head| |global_skip| |residual_alignment|
+    size = |channels| |head| |global_skip| |block_residual| |residual_alignment|
            * sum_{b in blocks} [ sum_{body} B(body, b) ] * [ sum_{tail} T(tail) ]
     B(binary, b) = prod_c |V_c|^u(g_c, b),   B(fp, b) = 1
     T(t) = prod_c |V_c|^u(g_c)  when t has binary convs, else 1
@@ -56,7 +58,8 @@ GRANULARITIES = ("layer", "block", "shared")
 TAIL_GRANULARITIES = ("layer", "shared")
 ARCH_DEFAULTS: Dict[str, Tuple[Any, ...]] = {
     "channels": (64,), "blocks": (16,), "head": ("conv3",), "tail": ("fp_two_stage",),
-    "global_skip": (True,), "body": ("binary",), "residual_alignment": (1.0,),
+    "global_skip": (True,), "block_residual": (True,), "body": ("binary",),
+    "residual_alignment": (1.0,),
 }
 ARCH_LABELS = {name: f"arch.{name}" for name in ARCH_DEFAULTS}
 ARCH_LABELS["tail"] = "tail.kind"
@@ -72,6 +75,7 @@ _ARCH_CHECKS = {
     "head": (lambda v: v in HEADS, f"values of {list(HEADS)}"),
     "tail": (lambda v: v in TAILS, f"values of {list(TAILS)}"),
     "global_skip": (lambda v: isinstance(v, bool), "true / false"),
+    "block_residual": (lambda v: isinstance(v, bool), "true / false"),
     "body": (lambda v: v in BODIES, f"values of {list(BODIES)}"),
     "residual_alignment": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
                            and 0 < v < float("inf"), "finite numbers > 0"),
@@ -308,7 +312,7 @@ class SearchSpace:
         """Exact number of distinct ArchSpecs in the space (formula in the module docstring)."""
         a = self.arch
         outer = (len(a["channels"]) * len(a["head"]) * len(a["global_skip"])
-                 * len(a["residual_alignment"]))
+                 * len(a["block_residual"]) * len(a["residual_alignment"]))
         body_sum = 0
         for b in a["blocks"]:
             for body in a["body"]:

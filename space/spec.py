@@ -11,15 +11,17 @@ The network it describes (built by ``space.builder``; counted by ``evaluators.co
 
     x  = (rgb - mean) * residual_alignment          # input normalisation, see builder
     h  = head(x)                                    # one FP conv 3 -> C, k = 3 (conv3) or 5 (conv5)
-    y  = body(h)                                    # `blocks` residual blocks, 2 convs each
+    y  = body(h)                                    # `blocks` blocks, 2 convs each:
+                                                    #   z = conv2(conv1(z)) (+ z if block_residual)
     y  = y + h                 if global_skip       # long skip (SRResNet / E2FIF)
     o  = tail(y)                                    # upsampler -> 3 x (s H) x (s W)
     sr = o / residual_alignment + mean
 
 ``body = "binary"``: every body conv is a binary conv configured by one ``LayerSpec``
 (``layers[2 b]`` and ``layers[2 b + 1]`` are the two convs of block ``b``).
-``body = "fp"``: the full-precision reference (SRResNet/MSRResNet block conv-ReLU-conv + x);
-``layers`` is then empty.
+``body = "fp"``: the full-precision reference (MSRResNet block conv3-ReLU-conv3, plus the block
+input when ``block_residual``); ``layers`` is then empty. ``block_residual`` is the SRResNet
+block-level skip; designs with an FP skip over every conv (E2FIF, BBCU) turn it off.
 
 ``residual_alignment`` is BBCU's k (Xia et al., ICLR 2023): the normalised image is multiplied
 by k before the head and the output divided by k after the tail, so the FP residual paths carry
@@ -141,6 +143,7 @@ class ArchSpec:
     head: str = "conv3"
     tail: str = "fp_two_stage"
     global_skip: bool = True
+    block_residual: bool = True
     body: str = "binary"
     residual_alignment: float = 1.0
     layers: Tuple[LayerSpec, ...] = field(default=())
@@ -154,6 +157,8 @@ class ArchSpec:
         _check("head", self.head, self.head in HEADS, f"{list(HEADS)}")
         _check("tail", self.tail, self.tail in TAILS, f"{list(TAILS)}")
         _check("global_skip", self.global_skip, isinstance(self.global_skip, bool), "true or false")
+        _check("block_residual", self.block_residual, isinstance(self.block_residual, bool),
+               "true or false")
         _check("body", self.body, self.body in BODIES, f"{list(BODIES)}")
         ra = self.residual_alignment
         _check("residual_alignment", ra,
