@@ -63,7 +63,7 @@ class BinaryUpsampler(nn.Module):
     def __init__(self, channels: int, scale: int, kernel_size: int = 3, **choices: Any):
         super().__init__()
         _positive_int("channels", channels)
-        if isinstance(scale, bool) or scale not in UPSAMPLE_SCALES:
+        if type(scale) is not int or scale not in UPSAMPLE_SCALES:
             raise ValueError(f"invalid scale {scale!r}; allowed values: {sorted(UPSAMPLE_SCALES)}")
         self.scale = scale
         stages = []
