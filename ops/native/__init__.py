@@ -1,0 +1,67 @@
+"""Native xnor-popcount runtime: C++ kernel (pybind11), pure-Python reference, packed runtime.
+
+Bit convention: channels are packed along the innermost axis into uint64 words (NHWC, bit
+``c % 64`` of word ``c // 64``); a SET bit means -1, i.e. the binarized value ``x - t < 0``
+(sign(0) = +1, as Larq). Bits past the last channel are zero and masked by the conv.
+
+Padding: 'same' zero padding in the sign domain (``ops/choices.py``): the conv counts only
+taps inside the image, ``out = valid_bits - 2 * popcount(x xor w)`` over those taps, equal to
+``conv2d(sign(x), sign(w), padding=k // 2)`` exactly.
+
+Instruction sets, chosen at run time (``info()['isa']``): ``avx512`` (AVX-512 F/BW/VL +
+VPOPCNTDQ: vpopcntq on 8 output channels per zmm), ``avx2`` (vpshufb nibble-lookup popcount),
+``popcnt`` (scalar loop with the POPCNT instruction), ``scalar`` (portable SWAR popcount).
+``BSRNAS_ISA=avx512|avx2|popcnt|scalar`` forces one; forcing a path the CPU lacks raises
+``ValueError`` at the first kernel call (never an illegal-instruction crash). Every path is
+compiled into the one extension; which can *execute* depends on the CPU (``info()['supported']``).
+An AMD Zen 3 CPU, for instance, has AVX2 but no AVX-512: the AVX-512 path is built but cannot run.
+
+Entry points: ``pack_activations``, ``pack_weights``, ``conv2d`` (see ``kernels.py``), the
+reference implementations in ``reference.py``, and ``compile(model)`` (``runtime.py``).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict
+
+from ops.native.kernels import (BUILD_ERROR, ISAS, conv2d, default_threads, pack_activations,
+                                pack_weights, resolve_isa)
+from ops.native import kernels as _kernels
+
+BIT_CONVENTION = "bit set = -1 (x - threshold < 0); channels packed NHWC into uint64, bit c%64 of word c//64"
+
+
+def info() -> Dict[str, Any]:
+    """What the native runtime will do here: ``built`` (extension compiled), ``isa`` (the path
+    in use, or an error text when ``BSRNAS_ISA`` names one the CPU lacks), ``supported``
+    (paths this CPU can execute), ``compiled`` (paths in the binary), ``forced`` (the
+    ``BSRNAS_ISA`` value or None), ``cpu`` (feature flags), ``note`` and ``bit_convention``."""
+    ext = _kernels._ext
+    forced = os.environ.get("BSRNAS_ISA") or None
+    out: Dict[str, Any] = {"built": ext is not None, "forced": forced,
+                           "bit_convention": BIT_CONVENTION, "compiled": list(ISAS) if ext else []}
+    try:
+        out["isa"] = resolve_isa()
+    except ValueError as exc:
+        out["isa"] = f"error: {exc}"
+    if ext is None:
+        out.update(supported=["reference"], cpu={}, build_error=BUILD_ERROR,
+                   note="extension not built: every call runs the pure-Python reference (slow)")
+        return out
+    out["supported"] = list(ext.supported_isas())
+    out["cpu"] = dict(ext.cpu_features())
+    missing = [i for i in ISAS if i not in out["supported"]]
+    out["note"] = ("all paths executable here" if not missing else
+                   "compiled but not executable on this CPU: " + ", ".join(missing))
+    return out
+
+
+def compile(model, threads=None):  # noqa: A001 - the public name asked for by the design
+    """Packed runtime of an ``ops``-built model: see ``ops.native.runtime.compile``."""
+    from ops.native.runtime import compile as _compile
+
+    return _compile(model, threads=threads)
+
+
+__all__ = ["info", "compile", "pack_activations", "pack_weights", "conv2d", "resolve_isa",
+           "default_threads", "ISAS", "BIT_CONVENTION"]

@@ -1,0 +1,94 @@
+// AVX2 path: popcount by the vpshufb nibble lookup (W. Mula), byte counters flushed with
+// vpsadbw every 31 words (31 * 8 = 248 < 256). 8 output channels = two ymm of 4 x 64 bits;
+// a register tile of NP pixels reuses each weight load NP times and each broadcast
+// activation word for 8 output channels.
+#include "kernel.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#pragma GCC target("avx2,popcnt")
+
+namespace bsr {
+namespace {
+
+static inline __m256i popcount_bytes(__m256i v, __m256i lut, __m256i low) {
+    const __m256i lo = _mm256_and_si256(v, low);
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+    return _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
+}
+
+struct Isa {
+    static const int NP = 4;
+    template <int NPT, bool MASK>
+    static void tile(const uint64_t* const* xr, const uint64_t* const* wr, int nrows, int nwords,
+                     int Cw, const uint64_t* maskj, int32_t* pop) {
+        const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                             0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+        const __m256i low = _mm256_set1_epi8(0x0f);
+        const __m256i zero = _mm256_setzero_si256();
+        __m256i acc[NPT][2], tot[NPT][2];
+        for (int i = 0; i < NPT; ++i) acc[i][0] = acc[i][1] = tot[i][0] = tot[i][1] = zero;
+        int cnt = 0;
+        for (int r = 0; r < nrows; ++r) {
+            const uint64_t* xp = xr[r];
+            const uint64_t* wp = wr[r];
+            for (int j = 0; j < nwords; ++j) {
+                const __m256i w0 = _mm256_loadu_si256((const __m256i*)(wp + (int64_t)j * 8));
+                const __m256i w1 = _mm256_loadu_si256((const __m256i*)(wp + (int64_t)j * 8 + 4));
+                for (int i = 0; i < NPT; ++i) {
+                    uint64_t xs = xp[(int64_t)i * Cw + j];
+                    if (MASK) xs &= maskj[j];
+                    const __m256i xv = _mm256_set1_epi64x((long long)xs);
+                    acc[i][0] = _mm256_add_epi8(acc[i][0], popcount_bytes(_mm256_xor_si256(xv, w0), lut, low));
+                    acc[i][1] = _mm256_add_epi8(acc[i][1], popcount_bytes(_mm256_xor_si256(xv, w1), lut, low));
+                }
+                if (++cnt == 31) {
+                    for (int i = 0; i < NPT; ++i)
+                        for (int h = 0; h < 2; ++h) {
+                            tot[i][h] = _mm256_add_epi64(tot[i][h], _mm256_sad_epu8(acc[i][h], zero));
+                            acc[i][h] = zero;
+                        }
+                    cnt = 0;
+                }
+            }
+        }
+        for (int i = 0; i < NPT; ++i)
+            for (int h = 0; h < 2; ++h) {
+                tot[i][h] = _mm256_add_epi64(tot[i][h], _mm256_sad_epu8(acc[i][h], zero));
+                alignas(32) uint64_t t[4];
+                _mm256_store_si256((__m256i*)t, tot[i][h]);
+                for (int o = 0; o < 4; ++o) pop[i * 8 + h * 4 + o] = (int32_t)t[o];
+            }
+    }
+    static uint64_t pack_word(const float* x, const float* m, const float* off, int nb);
+};
+
+#include "kernel_body.inc"
+
+uint64_t Isa::pack_word(const float* x, const float* m, const float* off, int nb) {
+    if (nb != 64) return pack_word_generic(x, m, off, nb);
+    const __m256 zero = _mm256_setzero_ps();
+    uint64_t word = 0;
+    for (int g = 0; g < 8; ++g) {
+        __m256 v = _mm256_loadu_ps(x + 8 * g);
+        if (m) v = _mm256_sub_ps(v, _mm256_loadu_ps(m + 8 * g));
+        v = _mm256_sub_ps(v, _mm256_loadu_ps(off + 8 * g));
+        word |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_LT_OQ)) << (8 * g);
+    }
+    return word;
+}
+
+}  // namespace
+
+void conv_rows_avx2(const ConvArgs& a, int64_t r0, int64_t r1) { conv_rows_impl(a, r0, r1); }
+void pack_rows_avx2(const PackArgs& a, int64_t r0, int64_t r1) { pack_rows_impl(a, r0, r1); }
+
+}  // namespace bsr
+
+#else  // not x86-64: the binding never selects this path; forward to the portable code.
+namespace bsr {
+void conv_rows_avx2(const ConvArgs& a, int64_t r0, int64_t r1) { conv_rows_scalar(a, r0, r1); }
+void pack_rows_avx2(const PackArgs& a, int64_t r0, int64_t r1) { pack_rows_scalar(a, r0, r1); }
+}  // namespace bsr
+#endif

@@ -1,0 +1,70 @@
+// AVX-512 path: vpopcntq on 8 x 64-bit lanes = 8 output channels per zmm, register tile of NP
+// pixels. Needs AVX512F + VPOPCNTDQ (+ BW/VL for the pack compare masks). Compiled on any
+// x86-64 compiler, executed only when the CPU reports these features (see binding.cpp).
+#include "kernel.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vpopcntdq,avx2,popcnt")
+
+namespace bsr {
+namespace {
+
+struct Isa {
+    static const int NP = 8;
+    template <int NPT, bool MASK>
+    static void tile(const uint64_t* const* xr, const uint64_t* const* wr, int nrows, int nwords,
+                     int Cw, const uint64_t* maskj, int32_t* pop) {
+        __m512i acc[NPT];
+        for (int i = 0; i < NPT; ++i) acc[i] = _mm512_setzero_si512();
+        for (int r = 0; r < nrows; ++r) {
+            const uint64_t* xp = xr[r];
+            const uint64_t* wp = wr[r];
+            for (int j = 0; j < nwords; ++j) {
+                const __m512i w = _mm512_loadu_si512((const void*)(wp + (int64_t)j * 8));
+                for (int i = 0; i < NPT; ++i) {
+                    uint64_t xs = xp[(int64_t)i * Cw + j];
+                    if (MASK) xs &= maskj[j];
+                    const __m512i xv = _mm512_set1_epi64((long long)xs);
+                    acc[i] = _mm512_add_epi64(acc[i], _mm512_popcnt_epi64(_mm512_xor_si512(xv, w)));
+                }
+            }
+        }
+        for (int i = 0; i < NPT; ++i) {
+            alignas(64) uint64_t t[8];
+            _mm512_store_si512((void*)t, acc[i]);
+            for (int o = 0; o < 8; ++o) pop[i * 8 + o] = (int32_t)t[o];
+        }
+    }
+    static uint64_t pack_word(const float* x, const float* m, const float* off, int nb);
+};
+
+#include "kernel_body.inc"
+
+uint64_t Isa::pack_word(const float* x, const float* m, const float* off, int nb) {
+    if (nb != 64) return pack_word_generic(x, m, off, nb);
+    const __m512 zero = _mm512_setzero_ps();
+    uint64_t word = 0;
+    for (int g = 0; g < 4; ++g) {
+        __m512 v = _mm512_loadu_ps(x + 16 * g);
+        if (m) v = _mm512_sub_ps(v, _mm512_loadu_ps(m + 16 * g));
+        v = _mm512_sub_ps(v, _mm512_loadu_ps(off + 16 * g));
+        word |= (uint64_t)_mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ) << (16 * g);
+    }
+    return word;
+}
+
+}  // namespace
+
+void conv_rows_avx512(const ConvArgs& a, int64_t r0, int64_t r1) { conv_rows_impl(a, r0, r1); }
+void pack_rows_avx512(const PackArgs& a, int64_t r0, int64_t r1) { pack_rows_impl(a, r0, r1); }
+
+}  // namespace bsr
+
+#else  // not x86-64: the binding never selects this path; forward to the portable code.
+namespace bsr {
+void conv_rows_avx512(const ConvArgs& a, int64_t r0, int64_t r1) { conv_rows_scalar(a, r0, r1); }
+void pack_rows_avx512(const PackArgs& a, int64_t r0, int64_t r1) { pack_rows_scalar(a, r0, r1); }
+}  // namespace bsr
+#endif
