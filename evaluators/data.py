@@ -22,6 +22,7 @@ the uint8 type between the two passes, so each pass rounds (half away from zero)
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -62,6 +63,13 @@ def resize_matrix(n_in: int, n_out: int, scale: float) -> np.ndarray:
     return m
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_matrix(n_in: int, n_out: int, scale: float) -> np.ndarray:
+    m = resize_matrix(n_in, n_out, scale)
+    m.setflags(write=False)
+    return m
+
+
 def _round_uint8(a: np.ndarray) -> np.ndarray:
     """MATLAB's cast to uint8: clip to [0, 255] then round half away from zero."""
     return np.floor(np.clip(a, 0.0, 255.0) + 0.5)
@@ -98,8 +106,10 @@ def imresize(img: np.ndarray, scale: Optional[float] = None,
     out = img.astype(np.float64)
     order = sorted((0, 1), key=lambda ax: scales[ax])  # stable: rows first on a tie
     for axis in order:
-        m = resize_matrix(in_hw[axis], out_hw[axis], scales[axis])
-        out = np.moveaxis(np.tensordot(m, np.moveaxis(out, axis, 0), axes=(1, 0)), 0, axis)
+        m = _cached_matrix(in_hw[axis], out_hw[axis], scales[axis])
+        moved = np.moveaxis(out, axis, 0)
+        flat = m @ moved.reshape(moved.shape[0], -1)  # one BLAS matmul per pass
+        out = np.moveaxis(flat.reshape((m.shape[0],) + moved.shape[1:]), 0, axis)
         if is_uint8:
             out = _round_uint8(out)
     return out.astype(np.uint8) if is_uint8 else out
