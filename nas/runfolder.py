@@ -107,7 +107,7 @@ def _atomic_write(path: str, text: str) -> None:
 
 def is_feasible(frozen) -> bool:
     """Feasible when every constraint value is <= 0 (no constraint: feasible)."""
-    return all(c <= 0 for c in (frozen.constraints or ()))
+    return all(float(c) <= 0 for c in (frozen.constraints or {}).values())
 
 
 def record_of(frozen) -> Dict[str, Any]:

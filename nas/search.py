@@ -84,8 +84,9 @@ class Search:
 
     def __init__(self, cfg: Mapping[str, Any], *, resume: bool = False, space=None, evaluator=None,
                  latency=None, cost_fn: Optional[Callable] = None, log: Callable[[str], None] = None,
-                 progress: bool = True):
+                 progress: bool = True, evaluator_factory: str = "evaluators.proxy:ProxyEvaluator"):
         self.cfg = dict(cfg)
+        self.evaluator_factory = evaluator_factory  # what Ray workers build (module:callable)
         self.resume = bool(resume)
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.progress = progress

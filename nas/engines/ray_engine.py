@@ -36,17 +36,19 @@ from ray.tune.search import Searcher
 from nas.search import Search
 
 _EVALUATORS: Dict[str, Any] = {}
+DEFAULT_FACTORY = "evaluators.proxy:ProxyEvaluator"
 
 
-def _evaluator(kwargs: Dict[str, Any]):
-    """One ProxyEvaluator per worker process and settings (its data stay loaded)."""
+def _evaluator(factory: str, kwargs: Dict[str, Any]):
+    """One evaluator per worker process and settings (its data stay loaded). ``factory`` is
+    ``"module:callable"`` (default ``evaluators.proxy:ProxyEvaluator``)."""
+    import importlib
     import json
 
-    key = json.dumps(kwargs, sort_keys=True)
+    key = factory + json.dumps(kwargs, sort_keys=True)
     if key not in _EVALUATORS:
-        from evaluators.proxy import ProxyEvaluator
-
-        _EVALUATORS[key] = ProxyEvaluator(**kwargs)
+        module, _, attr = factory.partition(":")
+        _EVALUATORS[key] = getattr(importlib.import_module(module), attr)(**kwargs)
     return _EVALUATORS[key]
 
 
@@ -58,7 +60,7 @@ def evaluate_trial(config: Dict[str, Any]) -> None:
     from space.spec import ArchSpec
 
     spec = ArchSpec.from_json(config["spec"])
-    result = dict(_evaluator(config["evaluator"]).evaluate(spec, run_dir=config["trial_dir"]))
+    result = dict(_evaluator(config["factory"], config["evaluator"]).evaluate(spec, run_dir=config["trial_dir"]))
     clean = {k: v for k, v in result.items() if isinstance(v, (int, float, bool, str)) or v is None}
     clean.update(node_id=ray.get_runtime_context().get_node_id(), hostname=socket.gethostname(),
                  pid=os.getpid(), optuna_trial=int(config["number"]))
@@ -100,7 +102,8 @@ class BudgetSearcher(Searcher):
             self.pending[trial_id] = (trial, cand)
             self.dispatched += 1
             return {"spec": cand.spec_json, "number": trial.number,
-                    "trial_dir": s.run.trial_dir(trial.number), "evaluator": self.evaluator_kwargs}
+                    "trial_dir": s.run.trial_dir(trial.number), "evaluator": self.evaluator_kwargs,
+                    "factory": s.evaluator_factory}
 
     def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False) -> None:
         from optuna.trial import TrialState
@@ -150,8 +153,8 @@ def run_ray(search: Search) -> int:
         else:
             ray.init(num_cpus=rcfg["num_cpus"], log_to_driver=False, include_dashboard=False)
         started = True
-    ev_kwargs = search.evaluator_kwargs()
-    if ev_kwargs.get("threads") is None:
+    ev_kwargs = search.evaluator_kwargs() if search.evaluator_factory == DEFAULT_FACTORY else {}
+    if search.evaluator_factory == DEFAULT_FACTORY and ev_kwargs.get("threads") is None:
         ev_kwargs["threads"] = max(1, int(rcfg["cpus_per_trial"]))
     searcher = BudgetSearcher(search, ev_kwargs)
     remaining = max(0, search.target - search.n_complete())
