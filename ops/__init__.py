@@ -7,6 +7,7 @@ from ops.choices import CHOICES, defaults, resolve, validate_choice
 from ops.quantizers import set_progress, sign
 from ops.conv import BinaryConv2d
 from ops.blocks import BinaryBlock, BinaryUpsampler
+from ops.plan import ConvPlan, run_plan
 
 __all__ = [
     "CHOICES",
@@ -18,4 +19,6 @@ __all__ = [
     "BinaryConv2d",
     "BinaryBlock",
     "BinaryUpsampler",
+    "ConvPlan",
+    "run_plan",
 ]

@@ -41,9 +41,11 @@ from ops.rescale import spatial_map
 from ops.thresholds import box_mean
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ConvPlan:
-    """Frozen inference description of one binary conv (see the module docstring)."""
+    """Frozen inference description of one binary conv (see the module docstring).
+
+    Compared and hashed by identity (its fields are tensors and callables)."""
 
     in_ch: int
     out_ch: int

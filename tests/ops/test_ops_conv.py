@@ -181,3 +181,37 @@ def test_bad_channels(field, args):
 def test_bad_input_shape():
     with pytest.raises(ValueError, match="input shape"):
         BinaryConv2d(4, 4, 3)(torch.randn(2, 3, 5, 5))
+
+
+@pytest.mark.parametrize("estimator", ["ste", "approx_sign", "aae"])
+def test_act_estimator_gradient_through_conv(estimator):
+    """1x1 conv with weight +1: y = sign(x), so dL/dx is the estimator's formula."""
+    m = BinaryConv2d(1, 1, 1, act_estimator=estimator)
+    with torch.no_grad():
+        m.weight.fill_(0.5)
+    pts = torch.tensor([-2.0, -1.0, -0.5, 0.0, 0.3, 1.0, 1.5]).view(1, 1, 1, -1).requires_grad_()
+    g = torch.linspace(0.5, 1.5, 7).view(1, 1, 1, -1)
+    (m(pts) * g).sum().backward()
+    a = pts.detach().abs()
+    factor = (a <= 1).float() if estimator == "ste" else torch.clamp(2 - 2 * a, min=0)
+    torch.testing.assert_close(pts.grad, g * factor, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("estimator", ["identity", "clip", "tanh_anneal"])
+def test_weight_estimator_gradient_through_conv(estimator):
+    """1x1 conv on an all-ones input: dL/dW_o = sum_pixels g * estimator'(W_o)."""
+    m = BinaryConv2d(1, 3, 1, weight_estimator=estimator)
+    m.weight_binarizer.set_progress(0.5)  # t = 1, k = 1
+    with torch.no_grad():
+        m.weight.copy_(torch.tensor([-1.5, 0.0, 1.0]).view(3, 1, 1, 1))
+    g = torch.randn(1, 3, 2, 2)
+    (m(torch.ones(1, 1, 2, 2)) * g).sum().backward()
+    w = torch.tensor([-1.5, 0.0, 1.0])
+    total = g.sum(dim=(0, 2, 3))
+    if estimator == "identity":
+        factor = torch.ones(3)
+    elif estimator == "clip":
+        factor = (w.abs() <= 1).float()
+    else:
+        factor = 1 - torch.tanh(w) ** 2
+    torch.testing.assert_close(m.weight.grad.flatten(), total * factor, rtol=1e-6, atol=1e-6)
