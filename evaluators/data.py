@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -92,7 +93,7 @@ def imresize(img: np.ndarray, scale: Optional[float] = None,
         raise ValueError("imresize: give exactly one of scale and output_shape "
                          f"(scale={scale!r}, output_shape={output_shape!r})")
     if scale is not None:
-        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        if not (isinstance(scale, numbers.Real) and math.isfinite(scale) and scale > 0):
             raise ValueError(f"imresize: scale must be a positive number, got {scale!r}")
         scales = (float(scale), float(scale))
         out_hw = tuple(int(math.ceil(scale * n)) for n in in_hw)
@@ -278,12 +279,12 @@ def validation_set(data_root=None, scale: int = 2, name: Optional[str] = None):
     """Validation items ``(name, hr_uint8, lr_uint8)`` at ``scale``.
 
     Without ``data_root``: the default validation split (128x128 crops, see ``default_images``),
-    HR modcropped and LR = imresize(HR, 1/scale). With ``data_root``: the set ``name``
-    (default ``Set5``) as an ``SRImageSet``.
+    HR modcropped and LR = imresize(HR, 1/scale). With ``data_root``: the images of the set
+    ``name`` (default ``Set5``, see ``SRImageSet``). Returns a list.
     """
     scale = _check_scale(scale)
     if data_root is not None:
-        return SRImageSet(data_root, name or "Set5", scale)
+        return list(SRImageSet(data_root, name or "Set5", scale))
     if name not in (None, "default"):
         raise ValueError(f"name: without data_root only the default validation set exists, "
                          f"got {name!r}")
@@ -314,14 +315,20 @@ class PatchSampler:
             raise ValueError(f"patch must be a positive multiple of scale {scale}, got {patch!r}")
         if int(batch) != batch or batch < 1:
             raise ValueError(f"batch must be a positive integer, got {batch!r}")
-        if not images:
+        if int(seed) != seed or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if not len(images):
             raise ValueError("images: need at least one training image, got none")
         self.scale, self.patch, self.batch, self.seed = scale, int(patch), int(batch), int(seed)
         self.lr_patch = self.patch // scale
         self.hr: List[np.ndarray] = []
         self.lr: List[np.ndarray] = []
         for i, img in enumerate(images):
-            hr = to_rgb(modcrop(np.asarray(img, dtype=np.uint8), scale))
+            img = np.asarray(img)
+            if img.dtype != np.uint8 or img.ndim not in (2, 3):
+                raise ValueError(f"images[{i}]: must be a uint8 HxW or HxWx3 array, got dtype "
+                                 f"{img.dtype} shape {img.shape}")
+            hr = to_rgb(modcrop(img, scale))
             if min(hr.shape[:2]) < self.patch:
                 raise ValueError(f"images[{i}]: size {hr.shape[0]}x{hr.shape[1]} is smaller "
                                  f"than patch {self.patch}")
@@ -331,6 +338,8 @@ class PatchSampler:
     def sample(self, step: int):
         import torch
 
+        if int(step) != step or step < 0:
+            raise ValueError(f"step must be a non-negative integer, got {step!r}")
         rng = np.random.default_rng([self.seed, int(step)])
         p, s = self.lr_patch, self.scale
         lr_batch = np.empty((self.batch, p, p, 3), dtype=np.uint8)

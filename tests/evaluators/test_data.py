@@ -274,6 +274,12 @@ def test_patch_sampler_bad_input():
         PatchSampler([img], 3, 8, 1, 0)
     with pytest.raises(ValueError, match="batch"):
         PatchSampler([img], 2, 4, 0, 0)
+    with pytest.raises(ValueError, match="dtype float64"):
+        PatchSampler([img.astype(np.float64)], 2, 4, 1, 0)
+    with pytest.raises(ValueError, match="seed"):
+        PatchSampler([img], 2, 4, 1, -1)
+    with pytest.raises(ValueError, match="step"):
+        PatchSampler([img], 2, 4, 1, 0).sample(-3)
 
 
 def test_scales_constant():
