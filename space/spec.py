@@ -215,7 +215,9 @@ class ArchSpec:
             if not isinstance(seq, (list, tuple)):
                 raise ValueError(f"spec.{name}: expected a list of layer mappings, got {seq!r}")
             kwargs[name] = tuple(
-                LayerSpec.from_dict(item, where=f"spec.{name}[{i}]") for i, item in enumerate(seq)
+                item if isinstance(item, LayerSpec)
+                else LayerSpec.from_dict(item, where=f"spec.{name}[{i}]")
+                for i, item in enumerate(seq)
             )
         return cls(**kwargs)
 

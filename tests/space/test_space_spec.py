@@ -127,3 +127,5 @@ def test_missing_layer_keys_take_neutral_defaults():
     d["layers"] = [{"parts": 2}, {}]
     spec = ArchSpec.from_dict(d)
     assert spec.layers[0] == LayerSpec(parts=2) and spec.layers[1] == LayerSpec()
+    d["layers"] = [LayerSpec(parts=2), {}]  # LayerSpec values are accepted as they are
+    assert ArchSpec.from_dict(d) == spec
