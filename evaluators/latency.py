@@ -1,0 +1,171 @@
+"""``LatencyTable``: latency of a spec on the packed runtime, predicted from per-unit entries.
+
+A network is cut into timed units (``evaluators.latency_keys.decompose``: the runtime's fixed
+call overhead, the FP head with the input normalisation, every binary conv with the choices that
+change its work, the residual and global-skip adds, the tail's stages, the output
+de-normalisation). Each distinct unit is measured once on the packed runtime
+(``evaluators.latency_probes``; median of several timed samples after a warm-up, spread kept as
+min / quartiles / max) and stored under its canonical key. Then::
+
+    predict(spec) = sum over u in entries(spec) of median_ms(u)        (milliseconds, batch 1)
+    measure(spec) = median wall time of ops.native.compile(build(spec)) on a random input
+
+Units a spec needs that the table lacks are measured on demand and the table is saved, or, with
+``strict=True``, ``predict`` raises ``ValueError`` naming the first missing key. A table knows
+its context — CPU model, ISA path of the native kernel, thread count, torch version, LR input
+size — and refuses a file measured in another one (``evaluators.latency_store``). Measurements
+run with ``torch.set_num_threads(threads)``; the previous count is restored afterwards.
+
+Default file: ``<cache>/latency/<cpu>-<isa>-t<threads>-<CxHxW>.json`` where ``<cache>`` is
+``$BSRNAS_CACHE`` or ``~/.cache/bsrnas`` (so searches on one machine share their tables).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+import torch
+
+from evaluators import latency_store as store
+from evaluators.latency_keys import decompose
+from evaluators.latency_probes import make_probe
+from evaluators.latency_timing import TimingStats, cpu_model, threads as threads_ctx, time_callable
+
+PathLike = Union[str, Path]
+
+
+def native_isa() -> str:
+    """The ISA path the native kernel uses here (``ops.native.info()['isa']``); ``reference``
+    when the extension is not built (then every binary conv runs the slow Python reference)."""
+    import ops.native
+
+    info = ops.native.info()
+    if not info.get("built"):
+        return "reference"
+    isa = str(info.get("isa"))
+    if isa.startswith("error"):
+        raise ValueError(f"native runtime: {isa}")
+    return isa
+
+
+def current_context(input_size: Tuple[int, int, int], threads: int) -> Dict[str, Any]:
+    """The context a table measured here and now would be valid for."""
+    return {"cpu": cpu_model(), "isa": native_isa(), "threads": threads,
+            "torch": torch.__version__, "input_size": tuple(input_size)}
+
+
+class LatencyTable:
+    """Per-unit latency entries for one context, and the spec-level predictions they give.
+
+    ``input_size``: the LR input ``(3, H, W)`` (or ``'3xHxW'``); ``path``: the JSON file (default:
+    the cache path of this context; loaded when it exists, refused when measured elsewhere);
+    ``threads``: thread count to measure and predict for (default ``torch.get_num_threads()``);
+    ``strict``: raise on missing entries instead of measuring them; ``warmup``/``repeats``: the
+    timing protocol of each entry (``evaluators.latency_timing.time_callable``); ``autosave``:
+    save after on-demand measurements.
+    """
+
+    def __init__(self, input_size: Any = (3, 64, 64), path: Optional[PathLike] = None,
+                 threads: Optional[int] = None, strict: bool = False, warmup: int = 3,
+                 repeats: int = 15, autosave: bool = True):
+        self.input_size = store.parse_input_size(input_size, field="input_size")
+        if threads is None:
+            threads = torch.get_num_threads()
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"invalid threads {threads!r}; allowed: a positive integer")
+        self.threads = threads
+        self.strict = bool(strict)
+        self.warmup, self.repeats, self.autosave = warmup, repeats, autosave
+        self.context = current_context(self.input_size, threads)
+        self.path = Path(path) if path is not None else store.default_path(self.context)
+        self._entries: Dict[str, TimingStats] = {}
+        if self.path.exists():
+            stored, entries = store.load(self.path)
+            store.check_context(self.path, stored, self.context)
+            self._entries = entries
+
+    # -- the table -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def keys(self) -> List[str]:
+        return sorted(self._entries)
+
+    def stats(self, key: str) -> TimingStats:
+        """The stored timing of ``key`` (measured now unless strict; see ``predict``)."""
+        if key not in self._entries:
+            if self.strict:
+                raise ValueError(
+                    f"latency table {self.path} has no entry {key}; strict mode does not measure "
+                    f"missing entries — run `bsrnas lut build` for this space or use strict=False"
+                )
+            self.measure_entries([key])
+        return self._entries[key]
+
+    def measure_entries(self, keys: Iterable[str], force: bool = False, progress=None) -> int:
+        """Measure every key not in the table (all of them with ``force``); return the count.
+        ``progress``: an optional callable called after each entry (e.g. a tqdm bar's update).
+        Saves the table when ``autosave`` and something was measured."""
+        todo = [k for k in dict.fromkeys(keys) if force or k not in self._entries]
+        with threads_ctx(self.threads):
+            for key in todo:
+                probe = make_probe(store.key_dict(key), self.threads)
+                self._entries[key] = time_callable(probe, warmup=self.warmup, repeats=self.repeats)
+                if progress is not None:
+                    progress(key)
+        if todo and self.autosave:
+            self.save()
+        return len(todo)
+
+    def save(self, path: Optional[PathLike] = None) -> Path:
+        """Write the table (atomically) to ``path`` or its own path; return the path."""
+        return store.save(Path(path) if path is not None else self.path, self.context, self._entries)
+
+    # -- specs -----------------------------------------------------------------------------
+    def entries(self, spec: Any) -> List[str]:
+        """The canonical keys of the units of ``spec``, in execution order, one per occurrence."""
+        return [store.canonical_key(k) for k in decompose(spec, self.input_size)]
+
+    def predict(self, spec: Any) -> float:
+        """Predicted latency (ms) of ``spec``: the sum of the medians of its entries."""
+        keys = self.entries(spec)
+        missing = [k for k in dict.fromkeys(keys) if k not in self._entries]
+        if missing:
+            if self.strict:
+                self.stats(missing[0])  # raises naming the key
+            self.measure_entries(missing)
+        total = 0.0
+        for key in keys:
+            total += self._entries[key].median_ms
+        return total
+
+    def measure_stats(self, spec: Any, warmup: Optional[int] = None,
+                      repeats: Optional[int] = None) -> TimingStats:
+        """Time the whole network of ``spec`` on the packed runtime (batch 1, this input size)."""
+        import ops.native
+        from space.builder import build
+
+        model = build(spec).eval()
+        with threads_ctx(self.threads):
+            compiled = ops.native.compile(model, threads=self.threads)
+            g = torch.Generator().manual_seed(0)
+            x = torch.rand(1, *self.input_size, generator=g)
+            return time_callable(lambda: compiled(x),
+                                 warmup=self.warmup if warmup is None else warmup,
+                                 repeats=self.repeats if repeats is None else repeats)
+
+    def measure(self, spec: Any, warmup: Optional[int] = None, repeats: Optional[int] = None) -> float:
+        """Measured latency (ms) of the whole network of ``spec``: median of several runs."""
+        return self.measure_stats(spec, warmup, repeats).median_ms
+
+    def summary(self) -> Dict[str, Any]:
+        """Counts per kind and the context, for ``bsrnas lut show``."""
+        kinds: Dict[str, int] = {}
+        for key in self._entries:
+            kind = store.key_dict(key)["kind"]
+            kinds[kind] = kinds.get(kind, 0) + 1
+        return {"path": str(self.path), "context": dict(self.context), "entries": len(self),
+                "kinds": kinds}

@@ -1,0 +1,137 @@
+"""Keys of the latency table: what work each part of a network does, from the spec alone.
+
+``decompose(spec, input_size)`` lists, in execution order, one key dict per timed unit of the
+network that ``space.builder.build(spec)`` makes (N = 1, LR input ``3 x H x W``, output
+``3 x sH x sW``). The latency of the network is predicted as the sum of these units::
+
+    overhead   calling the compiled network once (input/output handling of the runtime)
+    head       input normalisation (x - mean) * k  and the FP head conv 3 -> C     at H x W
+               (the builder multiplies by k even when k = 1, so k is not part of any key)
+    bconv      one binary conv through the packed runtime (body and binary tail)   at its input
+    add        an elementwise add of two C x H x W maps (block residual, global skip)
+    fp_block   one full-precision body block (fp body): conv3-ReLU-conv3 (+ input)
+    fp_stage   one SRResNet upsampler stage: FP conv C -> r^2 C, PixelShuffle(r), LeakyReLU
+    shuffle    PixelShuffle(r) of a binary upsampler stage (r^2 C x h x w -> C x rh x rw)
+    fp_conv    an FP conv (the last conv C -> 3 of the staged tails)
+    espcn      the one-stage tail: FP conv C -> 3 s^2 and PixelShuffle(s)
+    output     de-normalisation  o / k + mean  at 3 x sH x sW
+
+A ``bconv`` key holds only what changes the work of the packed runtime (``conv_work``):
+
+    in, out, k, h, w   shapes (the fp skip's repeat r = out / in follows from them)
+    threshold  'static' for zero and channel (both pack against a per-channel threshold vector,
+               zero being the vector 0) | 'local_mean', with lm_k its box size (0 when static)
+    parts      P bit planes, P xnor-popcount convs
+    bam        number of maps the BAM binarizer input sums: 0 (no BAM) else 1 + min(d, pos),
+               pos = index of the conv in its block (the history it can see); its BN is a
+               per-channel affine that runs in any case when bam > 0
+    spatial    EBSR spatial re-scaling S(x) (rescale spatial/both); the channel part folds
+    skip       fp skip add (with repeat when out = r in)
+    nonlin     'none' | 'prelu' (prelu and leaky_relu: the same PReLU with a slope vector) |
+               'rprelu' (PReLU plus shift and bias)
+    nonlin_at  'before_skip' only when it differs from 'after_skip' (a nonlinearity and a skip)
+
+Left out because they never change the work: ``act_estimator`` and ``weight_estimator``
+(training only, ``ops.choices.TRAINING_ONLY``), ``weight_scale`` (alpha folds into the per-part
+scale), ``bias`` and ``norm`` (fold into the epilogue's scale and bias), and the channel part of
+``rescale`` (folds into the epilogue's scale).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Tuple
+
+from ops.choices import TRAINING_ONLY
+
+#: choices that only change the folded constants of the packed runtime's epilogue.
+FOLDED = frozenset({"weight_scale", "bias", "norm"})
+#: every choice name the key function reads or deliberately drops (checked by the tests).
+READ = frozenset({"threshold", "threshold_kernel", "parts", "rescale", "bam_depth", "skip",
+                  "nonlinearity", "nonlinearity_at"})
+DROPPED = TRAINING_ONLY | FOLDED
+
+Key = Dict[str, Any]
+
+
+def _get(layer: Any, name: str) -> Any:
+    return layer[name] if isinstance(layer, Mapping) else getattr(layer, name)
+
+
+def conv_work(layer: Any, in_ch: int, out_ch: int, kernel: int, h: int, w: int, pos: int) -> Key:
+    """The ``bconv`` key of one binary conv with choices ``layer`` (a LayerSpec or mapping)."""
+    threshold = _get(layer, "threshold")
+    local = threshold == "local_mean"
+    depth = _get(layer, "bam_depth")
+    nonlin = _get(layer, "nonlinearity")
+    skip = _get(layer, "skip") == "fp"
+    nonlin_kind = {"none": "none", "prelu": "prelu", "leaky_relu": "prelu", "rprelu": "rprelu"}[nonlin]
+    at = _get(layer, "nonlinearity_at")
+    if nonlin_kind == "none" or not skip:
+        at = "after_skip"
+    return {
+        "kind": "bconv", "in": in_ch, "out": out_ch, "k": kernel, "h": h, "w": w,
+        "threshold": "local_mean" if local else "static",
+        "lm_k": _get(layer, "threshold_kernel") if local else 0,
+        "parts": _get(layer, "parts"),
+        "bam": 0 if depth == 0 else 1 + min(depth, pos),
+        "spatial": _get(layer, "rescale") in ("spatial", "both"),
+        "skip": skip,
+        "nonlin": nonlin_kind,
+        "nonlin_at": at,
+    }
+
+
+def conv_choices(key: Mapping[str, Any]) -> Tuple[Dict[str, Any], int]:
+    """A choice dict that does exactly the work of a ``bconv`` key, and the history length
+    to feed it (inverse of :func:`conv_work` up to work-equivalent choices)."""
+    bam = key["bam"]
+    choices: Dict[str, Any] = {
+        "threshold": "local_mean" if key["threshold"] == "local_mean" else "channel",
+        "parts": key["parts"],
+        "rescale": "spatial" if key["spatial"] else "none",
+        "bam_depth": 0 if bam == 0 else max(1, bam - 1),
+        "skip": "fp" if key["skip"] else "none",
+        "nonlinearity": key["nonlin"],
+        "nonlinearity_at": key["nonlin_at"],
+    }
+    if key["threshold"] == "local_mean":
+        choices["threshold_kernel"] = key["lm_k"]
+    history = 0 if bam == 0 else bam - 1
+    return choices, history
+
+
+def _stages(scale: int) -> Tuple[int, ...]:
+    return (2, 2) if scale == 4 else (scale,)
+
+
+def decompose(spec: Any, input_size: Tuple[int, int, int]) -> List[Key]:
+    """The key dicts of every timed unit of ``spec`` at LR input ``input_size`` (see above)."""
+    _, H, W = input_size
+    C, s = spec.channels, spec.scale
+    keys: List[Key] = [{"kind": "overhead", "h": H, "w": W}]
+    keys.append({"kind": "head", "head": spec.head, "out": C, "h": H, "w": W})
+    add = {"kind": "add", "c": C, "h": H, "w": W}
+    for b in range(spec.blocks):
+        if spec.body == "fp":
+            keys.append({"kind": "fp_block", "c": C, "h": H, "w": W,
+                         "residual": spec.block_residual})
+            continue
+        for pos, layer in enumerate(spec.block_layers(b)):
+            keys.append(conv_work(layer, C, C, 3, H, W, pos))
+        if spec.block_residual:
+            keys.append(dict(add))
+    if spec.global_skip:
+        keys.append(dict(add))
+    h, w = H, W
+    if spec.tail == "fp_one_stage":
+        keys.append({"kind": "espcn", "c": C, "s": s, "h": H, "w": W})
+    else:
+        for j, r in enumerate(_stages(s)):
+            if spec.tail == "fp_two_stage":
+                keys.append({"kind": "fp_stage", "c": C, "r": r, "h": h, "w": w})
+            else:
+                keys.append(conv_work(spec.tail_layers[j], C, r * r * C, 3, h, w, 0))
+                keys.append({"kind": "shuffle", "c": C, "r": r, "h": h, "w": w})
+            h, w = h * r, w * r
+        keys.append({"kind": "fp_conv", "in": C, "out": 3, "k": 3, "h": h, "w": w})
+    keys.append({"kind": "output", "h": s * H, "w": s * W})
+    return keys

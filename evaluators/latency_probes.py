@@ -1,0 +1,172 @@
+"""Probes: for a latency key, the smallest runnable piece of network that does exactly its work.
+
+``make_probe(key, threads) -> fn`` returns a zero-argument callable that runs the unit once on
+an input of the key's shape (batch 1, random values: the work of every unit is independent of
+the values). Each probe is made from the same code that ``space.builder.build`` uses (its
+factory tables ``HEADS`` / ``TAILS`` and ``FPBlock``, ``ops.BinaryConv2d``) and is fed what the
+unit sees inside a network run by the packed runtime (``ops.native.compile``): activations in
+channels-last memory order (the runtime converts the input once and every layer keeps that
+order), no autograd. So the sum of the units is the time of the compiled network:
+
+* ``overhead``: the runtime's ``CompiledModel`` call around a module that does no work (returns
+  a preallocated NCHW tensor): argument checks, ``no_grad``, the input's channels-last copy;
+* ``bconv``: the ``NativeBinaryConv2d`` the runtime puts in place of an eval-mode
+  ``BinaryConv2d`` with work-equivalent choices (``latency_keys.conv_choices``), called with
+  the BAM history it would see in its block;
+* ``output``: the de-normalisation ``o / k + mean`` and the runtime's final NCHW copy of the
+  SR image;
+* the other FP units (``head``, ``add``, ``fp_block``, ``fp_stage``, ``shuffle``, ``fp_conv``,
+  ``espcn``): the builder's modules in eval mode under ``torch.no_grad()``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Mapping
+
+import torch
+from torch import nn
+
+from evaluators.latency_keys import conv_choices
+
+Probe = Callable[[], Any]
+
+
+def _input(c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """A random (1, c, h, w) activation in channels-last order, as the runtime passes them."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+
+
+def _no_grad(module: nn.Module, *args: torch.Tensor) -> Probe:
+    module = module.eval()
+
+    def run() -> Any:
+        with torch.no_grad():
+            return module(*args)
+
+    return run
+
+
+class _ConvWithHistory(nn.Module):
+    """Runs ``conv(x, history)`` with a fixed history (the BAM inputs of earlier convs)."""
+
+    def __init__(self, conv: nn.Module, history: int, shape):
+        super().__init__()
+        self.conv = conv
+        self.history = tuple(_input(*shape, seed=1 + i) for i in range(history))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x, self.history)
+
+
+def _native():
+    import ops.native  # imported lazily: FP-only use of the table never loads the extension
+
+    return ops.native
+
+
+def _bconv(key: Mapping[str, Any], threads: int) -> Probe:
+    from ops import BinaryConv2d
+
+    choices, history = conv_choices(key)
+    conv = BinaryConv2d(key["in"], key["out"], key["k"], **choices).eval()
+    model = _ConvWithHistory(conv, history, (key["in"], key["h"], key["w"])).eval()
+    compiled = _native().compile(model, threads=threads)
+    # the converted module itself: the CompiledModel wrapper around it is paid once per
+    # network (the ``overhead`` unit), not once per conv
+    native = getattr(compiled, "module", compiled)
+    return _no_grad(native, _input(key["in"], key["h"], key["w"]))
+
+
+class _NoWork(nn.Module):
+    """Returns a preallocated NCHW-contiguous tensor: the runtime's final copy is a no-op."""
+
+    def __init__(self):
+        super().__init__()
+        self.out = torch.zeros(1, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out
+
+
+def _overhead(key: Mapping[str, Any], threads: int) -> Probe:
+    compiled = _native().compile(_NoWork().eval(), threads=threads)
+    x = torch.rand(1, 3, key["h"], key["w"], generator=torch.Generator().manual_seed(0))
+    return lambda: compiled(x)
+
+
+def _spec(scale: int, channels: int, tail: str):
+    from space.spec import uniform
+
+    return uniform(scale, channels, 1, tail=tail)
+
+
+class _Head(nn.Module):
+    def __init__(self, head: str, channels: int):
+        super().__init__()
+        from space.builder import HEADS, RGB_MEAN
+
+        self.head = HEADS[head](channels)
+        self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1))
+        self.k = 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head((x - self.mean) * self.k)
+
+
+class _Output(nn.Module):
+    def __init__(self):
+        super().__init__()
+        from space.builder import RGB_MEAN
+
+        self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1))
+        self.k = 1.0
+
+    def forward(self, o: torch.Tensor) -> torch.Tensor:
+        return (o / self.k + self.mean).contiguous()  # the runtime returns NCHW-contiguous
+
+
+class _Add(nn.Module):
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a + b
+
+
+def _fp(key: Mapping[str, Any], threads: int) -> Probe:
+    from space.builder import TAILS, FPBlock
+
+    kind, h, w = key["kind"], key["h"], key["w"]
+    if kind == "head":
+        return _no_grad(_Head(key["head"], key["out"]), _input(3, h, w))
+    if kind == "output":
+        return _no_grad(_Output(), _input(3, h, w))
+    if kind == "add":
+        return _no_grad(_Add(), _input(key["c"], h, w), _input(key["c"], h, w, seed=1))
+    if kind == "fp_block":
+        return _no_grad(FPBlock(key["c"], key["residual"]), _input(key["c"], h, w))
+    if kind == "fp_stage":  # the first stage (conv, PixelShuffle, LeakyReLU) of the SRResNet tail
+        tail = TAILS["fp_two_stage"](_spec(key["r"], key["c"], "fp_two_stage"))
+        return _no_grad(nn.Sequential(*list(tail)[:3]), _input(key["c"], h, w))
+    if kind == "shuffle":
+        r = key["r"]
+        return _no_grad(nn.PixelShuffle(r), _input(r * r * key["c"], h, w))
+    if kind == "fp_conv":
+        k = key["k"]
+        return _no_grad(nn.Conv2d(key["in"], key["out"], k, padding=k // 2), _input(key["in"], h, w))
+    if kind == "espcn":
+        tail = TAILS["fp_one_stage"](_spec(key["s"], key["c"], "fp_one_stage"))
+        return _no_grad(tail, _input(key["c"], h, w))
+    raise ValueError(f"unknown latency key kind {kind!r}; allowed: {sorted(PROBES)}")
+
+
+PROBES: Dict[str, Callable[[Mapping[str, Any], int], Probe]] = {
+    "bconv": _bconv, "overhead": _overhead,
+    **{k: _fp for k in ("head", "output", "add", "fp_block", "fp_stage", "shuffle", "fp_conv",
+                        "espcn")},
+}
+
+
+def make_probe(key: Mapping[str, Any], threads: int) -> Probe:
+    """A zero-argument callable running the unit of ``key`` once (see the module docstring)."""
+    kind = key.get("kind")
+    if kind not in PROBES:
+        raise ValueError(f"unknown latency key kind {kind!r} in {dict(key)}; allowed: {sorted(PROBES)}")
+    return PROBES[kind](key, threads)

@@ -1,0 +1,167 @@
+"""Storage of a latency table: canonical keys, the JSON file, and the measurement context.
+
+A key is a plain dict of JSON scalars (``{"kind": "bconv", "in": 64, ...}``); its canonical
+string is ``json.dumps(key, sort_keys=True, separators=(",", ":"))`` — stable across processes,
+Python versions and JSON round trips, and readable in error messages (``key_dict(string)``
+inverts it).
+
+File layout (``format`` = ``bsrnas-latency-table/1``)::
+
+    {
+      "format": "bsrnas-latency-table/1",
+      "context": {"cpu": "AMD EPYC", "isa": "avx2", "threads": 2, "torch": "2.13.0+cpu",
+                  "input_size": [3, 64, 64]},
+      "entries": {"<canonical key>": {"median_ms": .., "min_ms": .., "q1_ms": .., "q3_ms": ..,
+                                      "max_ms": .., "repeats": 15, "number": 4}, ...}
+    }
+
+A table measured in one context is refused in another (``check_context``): a different CPU
+model, ISA path of the native kernel, thread count, torch version (the FP layers run through it)
+or input size gives a ``ValueError`` that names the field, both values and how to build a table
+for the current context. Files are written atomically (temporary file + ``os.replace``) so an
+interrupted build never leaves a truncated table.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from evaluators.latency_timing import TimingStats, slug
+
+FORMAT = "bsrnas-latency-table/1"
+CONTEXT_FIELDS = ("cpu", "isa", "threads", "torch", "input_size")
+
+
+def canonical_key(key: Mapping[str, Any]) -> str:
+    """The canonical string of a key dict (sorted keys, no whitespace)."""
+    for name, value in key.items():
+        if not isinstance(name, str) or not (value is None or isinstance(value, (str, int, float, bool))):
+            raise ValueError(f"latency key field {name!r}={value!r} must be a str name with a JSON scalar value")
+    return json.dumps(dict(key), sort_keys=True, separators=(",", ":"))
+
+
+def key_dict(key: str) -> Dict[str, Any]:
+    """Inverse of :func:`canonical_key`."""
+    try:
+        data = json.loads(key)
+    except json.JSONDecodeError:
+        raise ValueError(f"latency key {key!r} is not a canonical JSON key") from None
+    if not isinstance(data, dict) or "kind" not in data:
+        raise ValueError(f"latency key {key!r} must be a JSON object with a 'kind' field")
+    return data
+
+
+def parse_input_size(text: Any, field: str = "input") -> Tuple[int, int, int]:
+    """``'3x64x64'`` (or a 3-sequence) -> ``(3, 64, 64)``; anything else raises naming ``field``."""
+    expected = "CxHxW with three positive integers and C = 3, e.g. 3x128x128"
+    if isinstance(text, str):
+        parts = text.lower().split("x")
+        try:
+            dims = tuple(int(p) for p in parts)
+        except ValueError:
+            raise ValueError(f"invalid {field} {text!r}; expected {expected}") from None
+    elif isinstance(text, (tuple, list)):
+        dims = tuple(text)
+    else:
+        raise ValueError(f"invalid {field} {text!r}; expected {expected}")
+    if (len(dims) != 3 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims)
+            or dims[0] != 3):
+        raise ValueError(f"invalid {field} {text!r}; expected {expected}")
+    return dims  # type: ignore[return-value]
+
+
+def format_input_size(size: Tuple[int, int, int]) -> str:
+    return "x".join(str(d) for d in size)
+
+
+def cache_dir() -> Path:
+    """``$BSRNAS_CACHE/latency`` if set, else ``$XDG_CACHE_HOME/bsrnas/latency``, else
+    ``~/.cache/bsrnas/latency``."""
+    root = os.environ.get("BSRNAS_CACHE")
+    if root:
+        return Path(root).expanduser() / "latency"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "bsrnas" / "latency"
+
+
+def default_path(context: Mapping[str, Any]) -> Path:
+    """``<cache_dir>/<cpu-slug>-<isa>-t<threads>-<CxHxW>.json``."""
+    name = "{}-{}-t{}-{}.json".format(
+        slug(str(context["cpu"])), slug(str(context["isa"])), context["threads"],
+        format_input_size(tuple(context["input_size"])),
+    )
+    return cache_dir() / name
+
+
+def check_context(path: Path, stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> None:
+    """Refuse a table measured in another context (see the module docstring)."""
+    for name in CONTEXT_FIELDS:
+        have, want = stored.get(name), wanted[name]
+        if name == "input_size":
+            have = tuple(have) if isinstance(have, (list, tuple)) else have
+            want = tuple(want)
+        if have != want:
+            raise ValueError(
+                f"latency table {path} was measured for {name}={have!r}, but this table is for "
+                f"{name}={want!r}; a table only predicts for the CPU, ISA, thread count, torch "
+                f"version and input size it was measured with — build one for this context with "
+                f"`bsrnas lut build --input {format_input_size(tuple(wanted['input_size']))} "
+                f"--threads {wanted['threads']}` or pass another path"
+            )
+
+
+def load(path: Path) -> Tuple[Dict[str, Any], Dict[str, TimingStats]]:
+    """Read a table file; return (context, entries). Malformed files raise ``ValueError``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"latency table {path} does not exist") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"latency table {path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        got = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"latency table {path} has format {got!r}; expected {FORMAT!r}")
+    context = data.get("context")
+    if not isinstance(context, dict) or any(f not in context for f in CONTEXT_FIELDS):
+        raise ValueError(f"latency table {path}: 'context' must hold the fields {list(CONTEXT_FIELDS)}")
+    raw = data.get("entries")
+    if not isinstance(raw, dict):
+        raise ValueError(f"latency table {path}: 'entries' must be an object of key -> timing")
+    entries = {}
+    for key, value in raw.items():
+        key_dict(key)
+        if not isinstance(value, dict):
+            raise ValueError(f"latency table {path}: entry {key} must be an object, got {value!r}")
+        entries[key] = TimingStats.from_dict(value)
+    return context, entries
+
+
+def save(path: Path, context: Mapping[str, Any], entries: Mapping[str, TimingStats],
+         extra: Optional[Mapping[str, Any]] = None) -> Path:
+    """Write the table atomically; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ctx = dict(context)
+    ctx["input_size"] = list(ctx["input_size"])
+    data: Dict[str, Any] = {"format": FORMAT, "context": ctx}
+    if extra:
+        data.update(extra)
+    data["entries"] = {k: entries[k].to_dict() for k in sorted(entries)}
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

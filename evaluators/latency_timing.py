@@ -1,0 +1,148 @@
+"""Timing utilities of the latency model: robust wall-clock statistics on a noisy machine.
+
+A measurement of a callable ``fn`` is
+
+    warm-up:  ``warmup`` untimed calls (caches, lazily packed weights, allocator pools);
+    samples:  ``repeats`` timed samples, each the mean over ``number`` back-to-back calls
+              (``number`` grows until one sample lasts at least ``min_sample_ms``, so the
+              timer's own resolution and the Python call cost stay far below 1 %);
+    result:   the median of the samples (robust to the odd sample slowed by another process on
+              a shared machine), with the spread kept: min, first quartile, third quartile, max.
+
+Quartiles use linear interpolation between order statistics (numpy's default ``linear`` rule):
+``q(p) = x[floor(h)] + (h - floor(h)) * (x[floor(h)+1] - x[floor(h)])`` with ``h = (n-1) p`` on
+the sorted samples ``x``.
+
+``threads(n)`` is a context manager that sets ``torch.set_num_threads(n)`` for the measurement
+and restores the previous count afterwards (the native runtime defaults to the same count).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+import re
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
+
+import torch
+
+
+@dataclass(frozen=True)
+class TimingStats:
+    """Spread of one measurement, every figure in milliseconds per call."""
+
+    median_ms: float
+    min_ms: float
+    q1_ms: float
+    q3_ms: float
+    max_ms: float
+    repeats: int
+    number: int
+
+    def to_dict(self) -> Dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, float]) -> "TimingStats":
+        fields = ("median_ms", "min_ms", "q1_ms", "q3_ms", "max_ms", "repeats", "number")
+        missing = [f for f in fields if f not in data]
+        if missing:
+            raise ValueError(f"timing entry {data!r} lacks field(s) {missing}; expected {list(fields)}")
+        return cls(**{f: data[f] for f in fields})
+
+
+def quantile(values: Sequence[float], p: float) -> float:
+    """Quantile ``p`` in [0, 1] of ``values`` by linear interpolation between order statistics."""
+    if not values:
+        raise ValueError("quantile of an empty sequence")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"quantile p={p!r} is outside [0, 1]")
+    xs = sorted(values)
+    h = (len(xs) - 1) * p
+    lo = math.floor(h)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (h - lo) * (xs[hi] - xs[lo])
+
+
+def summarize(samples_ms: Sequence[float], number: int = 1) -> TimingStats:
+    """Median, min, quartiles and max of per-call samples (ms)."""
+    return TimingStats(
+        median_ms=quantile(samples_ms, 0.5),
+        min_ms=min(samples_ms),
+        q1_ms=quantile(samples_ms, 0.25),
+        q3_ms=quantile(samples_ms, 0.75),
+        max_ms=max(samples_ms),
+        repeats=len(samples_ms),
+        number=number,
+    )
+
+
+def _check_positive(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def time_callable(
+    fn: Callable[[], object],
+    warmup: int = 3,
+    repeats: int = 15,
+    min_sample_ms: float = 2.0,
+    max_number: int = 1000,
+    clock: Callable[[], int] = time.perf_counter_ns,
+) -> TimingStats:
+    """Time ``fn()`` as described in the module docstring; return its :class:`TimingStats`."""
+    _check_positive("repeats", repeats)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
+    for _ in range(warmup):
+        fn()
+    # calibrate the number of calls per sample from one timed call
+    start = clock()
+    fn()
+    one_ms = (clock() - start) / 1e6
+    number = 1
+    if one_ms < min_sample_ms:
+        number = int(min(max_number, max(1, math.ceil(min_sample_ms / max(one_ms, 1e-6)))))
+    samples: List[float] = []
+    for _ in range(repeats):
+        start = clock()
+        for _ in range(number):
+            fn()
+        samples.append((clock() - start) / 1e6 / number)
+    return summarize(samples, number)
+
+
+@contextlib.contextmanager
+def threads(n: Optional[int]) -> Iterator[int]:
+    """Run the body with ``torch.set_num_threads(n)`` (``None``: leave as is); restore after."""
+    previous = torch.get_num_threads()
+    if n is None:
+        yield previous
+        return
+    _check_positive("threads", n)
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(previous)
+
+
+def cpu_model() -> str:
+    """The CPU model name (``/proc/cpuinfo`` 'model name', else ``platform.processor()``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip() or "unknown-cpu"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown-cpu"
+
+
+def slug(text: str) -> str:
+    """A file-name-safe lower-case slug: runs of other characters become one '-'."""
+    out = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return out or "unknown"
