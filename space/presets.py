@@ -61,8 +61,9 @@ def ebsr_light(scale: int, channels: int, blocks: int) -> ArchSpec:
 
 
 def lmb(scale: int, channels: int, blocks: int) -> ArchSpec:
-    """LMB, local-mean binarization for SR networks (tested by its authors on VDSR and SRResNet);
-    bibliographic details as given in ``docs/seed_methods.md`` (the project only had its abstract).
+    """LMB, "local mean binarization" for binary SR networks (tested by its authors on VDSR and
+    SRResNet). Citation: the project's sources (``docs/seed_methods.md``) give the method from its
+    abstract only, without authors or venue, and we could not confirm them, so none is given here.
 
     Reconstructed: every activation is binarized against the mean of its 3x3 neighbourhood in the
     same channel (``threshold = local_mean``, ``threshold_kernel = 3``); weight gradient through the
