@@ -313,3 +313,115 @@ def test_threads_context_restores():
     with pytest.raises(ValueError, match="threads"):
         with threads(0):
             pass
+
+
+# -- the table ---------------------------------------------------------------------------
+def _table(tmp_path, **kw):
+    from evaluators.latency import LatencyTable
+
+    kw.setdefault("threads", 1)
+    return LatencyTable(TINY, path=tmp_path / "lut.json", warmup=1, repeats=3, **kw)
+
+
+def test_on_demand_measurement_fills_the_table_and_saves_it(tmp_path):
+    table = _table(tmp_path)
+    spec = _tiny_spec(parts=2, threshold="local_mean", bam_depth=1, skip="fp", nonlinearity="rprelu")
+    assert len(table) == 0 and not (tmp_path / "lut.json").exists()
+    predicted = table.predict(spec)
+    keys = table.entries(spec)
+    assert set(keys) <= set(table.keys()) and len(table) == len(set(keys))
+    # saved: a fresh table on the same file knows every entry, with the same statistics
+    again = _table(tmp_path, strict=True)
+    assert again.keys() == table.keys()
+    assert all(again.stats(k) == table.stats(k) for k in keys)
+    assert again.predict(spec) == predicted
+    stats = [table.stats(k) for k in keys]
+    assert all(0 < s.min_ms <= s.q1_ms <= s.median_ms <= s.q3_ms <= s.max_ms for s in stats)
+
+
+def test_predict_is_the_sum_of_the_entries(tmp_path):
+    table = _table(tmp_path)
+    for spec in (_tiny_spec(), _tiny_spec(rescale="both", norm="bn"),
+                 uniform(3, 4, 2, body="fp", tail="fp_two_stage", global_skip=False),
+                 uniform(4, 4, 1, tail="fp_one_stage", head="conv5")):
+        predicted = table.predict(spec)
+        keys = table.entries(spec)
+        total = 0.0
+        for key in keys:
+            total += table.stats(key).median_ms
+        assert predicted == total
+        assert predicted == pytest.approx(sum(table.stats(k).median_ms for k in keys), rel=1e-12)
+        assert keys.count(store.canonical_key({"kind": "overhead", "h": 6, "w": 5})) == 1
+
+
+def test_strict_mode_names_the_missing_key(tmp_path):
+    table = _table(tmp_path, strict=True)
+    spec = _tiny_spec(parts=3)
+    with pytest.raises(ValueError, match=r'no entry \{"h":6,"kind":"overhead","w":5\}.*strict'):
+        table.predict(spec)
+    assert len(table) == 0 and not (tmp_path / "lut.json").exists()
+    lenient = _table(tmp_path)
+    lenient.measure_entries(lenient.entries(spec)[:1])
+    with pytest.raises(ValueError, match=r'no entry \{"h":6,"head":"conv3","kind":"head"'):
+        _table(tmp_path, strict=True).predict(spec)
+
+
+def test_table_constructor_refuses_a_file_of_another_context(tmp_path):
+    table = _table(tmp_path)
+    table.measure_entries(table.entries(_tiny_spec())[:2])
+    from evaluators.latency import LatencyTable
+
+    with pytest.raises(ValueError, match=r"measured for input_size=\(3, 6, 5\).*\(3, 8, 8\)"):
+        LatencyTable((3, 8, 8), path=tmp_path / "lut.json", threads=1)
+    with pytest.raises(ValueError, match=r"measured for threads=1, .*threads=2"):
+        LatencyTable(TINY, path=tmp_path / "lut.json", threads=2)
+
+
+def test_measure_times_the_whole_network(tmp_path):
+    table = _table(tmp_path)
+    stats = table.measure_stats(_tiny_spec(parts=2), warmup=1, repeats=3)
+    assert 0 < stats.min_ms <= stats.median_ms <= stats.max_ms and stats.repeats == 3
+    assert table.measure(_tiny_spec(), warmup=1, repeats=3) > 0
+
+
+# -- bsrnas lut --------------------------------------------------------------------------
+def _cli(capsys, monkeypatch, cache, *args):
+    from nas.cli import main
+
+    monkeypatch.setenv("BSRNAS_CACHE", str(cache))
+    code = main(["lut", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_lut_build_on_a_tiny_space_writes_a_table(tmp_path, capsys, monkeypatch):
+    space = tmp_path / "tiny.yaml"
+    space.write_text("scale: 2\narch: {channels: [4], blocks: [1], tail: [binary_repeat]}\n"
+                     "layer: {parts: [1, 2]}\ntail_layer: {skip: fp}\n")
+    code, out, err = _cli(capsys, monkeypatch, tmp_path / "cache", "build", "--space", str(space),
+                          "--input", "3x6x5", "--threads", "1", "--repeats", "3", "--warmup", "1")
+    assert code == 0, err
+    files = list((tmp_path / "cache" / "latency").glob("*-t1-3x6x5.json"))
+    assert len(files) == 1 and str(files[0]) in out
+    ctx, entries = store.load(files[0])
+    want = space_keys(SearchSpace.from_yaml(space), (3, 6, 5))
+    assert sorted(entries) == want and ctx["threads"] == 1
+    code, shown, _ = _cli(capsys, monkeypatch, tmp_path / "cache", "show", str(files[0]))
+    assert code == 0 and "bconv" in shown and f"entries    {len(want)}" in shown
+    # a rerun measures nothing new
+    code, out, _ = _cli(capsys, monkeypatch, tmp_path / "cache", "build", "--space", str(space),
+                        "--input", "3x6x5", "--threads", "1")
+    assert code == 0 and f"{len(want)} already in" in out and "0 to measure" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["build", "--input", "3x128"], "invalid --input '3x128'; expected CxHxW"),
+    (["build", "--input", "3x8x8", "--threads", "0"], "--threads: 0 given"),
+    (["build", "--input", "3x8x8", "--limit", "2", "--sample", "2"], "at most one"),
+    (["build", "--space", "no/such/space.yaml", "--input", "3x8x8"], "not found"),
+    (["show", "no/such/table.json"], "does not exist"),
+])
+def test_lut_bad_input_exits_2(tmp_path, capsys, monkeypatch, args, message):
+    code, _, err = _cli(capsys, monkeypatch, tmp_path / "cache", *args)
+    assert code == 2, err
+    assert message in err and err.startswith("bsrnas lut: error:")

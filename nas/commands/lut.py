@@ -1,0 +1,121 @@
+"""``bsrnas lut``: build or inspect the latency table of the packed runtime.
+
+    bsrnas lut build --space configs/space/default.yaml --input 3x64x64 [--threads N] [--out FILE]
+                     [--limit N | --sample N] [--seed S] [--repeats R] [--force]
+    bsrnas lut show FILE
+
+``build`` enumerates every distinct unit (layer configuration) the space can produce from the
+space definition (``evaluators.latency_enum.space_keys``), measures those the table lacks on the
+packed runtime (tqdm bar) and writes the table — by default to the cache path the search reuses
+(``~/.cache/bsrnas/latency/<cpu>-<isa>-t<threads>-<CxHxW>.json``, ``$BSRNAS_CACHE`` overrides the
+cache folder). The table is saved every ``SAVE_EVERY`` entries, so an interrupted build keeps
+what it measured and a rerun continues. ``--limit N`` measures only the first N missing units
+(in key order); ``--sample N`` measures N missing units drawn at random (``--seed``); either way
+the count of the whole set is printed first. ``show`` prints the context and per-kind counts
+and medians of a table file.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Dict, List
+
+HELP = "build (measure every distinct layer configuration of a space) or show a latency table"
+SAVE_EVERY = 25
+
+
+def add_arguments(p) -> None:
+    sub = p.add_subparsers(dest="lut_command", metavar="ACTION")
+    b = sub.add_parser("build", help="measure the distinct units of a search space into a table")
+    b.add_argument("--space", default="configs/space/default.yaml", help="search space YAML")
+    b.add_argument("--input", default="3x64x64",
+                   help="LR input size CxHxW the table is measured for (default 3x64x64)")
+    b.add_argument("--threads", type=int, default=None,
+                   help="thread count (default: torch.get_num_threads())")
+    b.add_argument("--out", default=None, help="table file (default: the cache path)")
+    b.add_argument("--limit", type=int, default=None, help="measure at most N missing units")
+    b.add_argument("--sample", type=int, default=None,
+                   help="measure N missing units drawn at random instead of all")
+    b.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
+    b.add_argument("--repeats", type=int, default=15, help="timed samples per unit (default 15)")
+    b.add_argument("--warmup", type=int, default=3, help="untimed calls per unit (default 3)")
+    b.add_argument("--force", action="store_true", help="re-measure units already in the table")
+    s = sub.add_parser("show", help="print a summary of a table file")
+    s.add_argument("file", help="latency table JSON")
+
+
+def _positive(name: str, value, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"--{name}: {value!r} given; allowed: a positive integer")
+
+
+def _build(args) -> int:
+    from tqdm import tqdm
+
+    from evaluators.latency import LatencyTable
+    from evaluators.latency_enum import space_keys
+    from evaluators.latency_store import format_input_size, parse_input_size
+    from space.space import SearchSpace
+
+    size = parse_input_size(args.input, field="--input")
+    for name in ("threads", "limit", "sample"):
+        _positive(name, getattr(args, name))
+    _positive("repeats", args.repeats, allow_none=False)
+    if args.warmup is None or args.warmup < 0:
+        raise ValueError(f"--warmup: {args.warmup!r} given; allowed: an integer >= 0")
+    if args.limit is not None and args.sample is not None:
+        raise ValueError("--limit and --sample: give at most one of them")
+    space = SearchSpace.from_yaml(args.space)
+    table = LatencyTable(size, path=args.out, threads=args.threads, warmup=args.warmup,
+                         repeats=args.repeats, autosave=False)
+    keys = space_keys(space, size)
+    todo = keys if args.force else [k for k in keys if k not in table]
+    print(f"space {args.space}: {len(keys)} distinct units at input {format_input_size(size)}; "
+          f"{len(keys) - len(todo)} already in {table.path}, {len(todo)} to measure")
+    if args.limit is not None:
+        todo = todo[:args.limit]
+    elif args.sample is not None:
+        todo = sorted(random.Random(args.seed).sample(todo, min(args.sample, len(todo))))
+    if args.limit is not None or args.sample is not None:
+        print(f"measuring {len(todo)} of them (--limit/--sample)")
+    with tqdm(total=len(todo), unit="unit", desc="lut build") as bar:
+        for start in range(0, len(todo), SAVE_EVERY):
+            chunk = todo[start:start + SAVE_EVERY]
+            table.measure_entries(chunk, force=args.force, progress=lambda _k: bar.update(1))
+            table.save()
+    path = table.save()
+    print(f"latency table: {path} ({len(table)} entries, threads={table.threads}, "
+          f"isa={table.context['isa']})")
+    print(f"next: bsrnas lut show {path}")
+    return 0
+
+
+def _show(args) -> int:
+    from evaluators.latency_store import format_input_size, key_dict, load
+
+    path = Path(args.file)
+    context, entries = load(path)
+    print(f"latency table {path}")
+    for name in ("cpu", "isa", "threads", "torch"):
+        print(f"  {name:<10} {context[name]}")
+    print(f"  {'input':<10} {format_input_size(tuple(context['input_size']))}")
+    print(f"  {'entries':<10} {len(entries)}")
+    per_kind: Dict[str, List[float]] = {}
+    for key, stats in entries.items():
+        per_kind.setdefault(key_dict(key)["kind"], []).append(stats.median_ms)
+    if per_kind:
+        print(f"  {'kind':<10} {'count':>6} {'min ms':>10} {'median ms':>10} {'max ms':>10}")
+        for kind in sorted(per_kind):
+            v = sorted(per_kind[kind])
+            print(f"  {kind:<10} {len(v):>6} {v[0]:>10.4f} {v[len(v) // 2]:>10.4f} {v[-1]:>10.4f}")
+    return 0
+
+
+def run(args) -> int:
+    if args.lut_command == "build":
+        return _build(args)
+    if args.lut_command == "show":
+        return _show(args)
+    raise ValueError(f"lut: action {args.lut_command!r} given; allowed: build, show")
