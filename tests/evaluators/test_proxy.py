@@ -65,3 +65,15 @@ def test_bad_arguments_name_the_field():
         ProxyEvaluator(steps=0)
     with pytest.raises(ValueError, match="max_val_images"):
         ProxyEvaluator(max_val_images=0)
+
+
+def test_rank_statistics_of_the_fidelity_study():
+    from benchmarks.proxy_fidelity import average_ranks, kendall_tau_b, spearman_rho
+
+    # one discordant pair of 6: tau = (5 - 1) / 6; rho = 1 - 6 * sum(d^2) / (n (n^2 - 1)) = 0.8
+    assert kendall_tau_b([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    assert spearman_rho([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert kendall_tau_b([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert list(average_ranks([10, 20, 20, 5])) == [2.0, 3.5, 3.5, 1.0]
+    # tau-b with ties: x = [1, 1, 2], y = [1, 2, 3]: C = 2, D = 0, n0 = 3, n1 = 1, n2 = 0
+    assert kendall_tau_b([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / np.sqrt(2 * 3))
