@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from _ops_covering import each_value, label, pairwise_structural
+from _ops_covering import label, pairwise_structural
 from ops import BinaryConv2d
 from ops.plan import ConvPlan, run_plan
 
