@@ -132,7 +132,16 @@ class TrainConfig:
         for key in values:
             if key not in allowed:
                 raise ValueError(f"unknown train config key {key!r}; allowed keys: {allowed}")
-        return cls(**dict(values))
+        values = dict(values)
+        # PyYAML reads 1e-3 (no dot) as a string: accept numeric strings for the float fields.
+        for key in ("lr", "gamma", "min_lr", "grad_clip"):
+            v = values.get(key)
+            if isinstance(v, str):
+                try:
+                    values[key] = float(v)
+                except ValueError:
+                    pass  # left as is: __post_init__ names the key and what is allowed
+        return cls(**values)
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)

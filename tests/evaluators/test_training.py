@@ -141,6 +141,13 @@ def test_bad_config_values_name_the_key(key, value):
         TrainConfig(**{key: value})
 
 
+def test_yaml_style_numeric_strings_are_read_as_numbers():
+    # PyYAML loads "1e-3" as a string; from_dict accepts it for float fields
+    assert TrainConfig.from_dict({"lr": "1e-3", "min_lr": "1e-5"}).lr == 1e-3
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig.from_dict({"lr": "fast"})
+
+
 def test_unknown_config_key_is_named():
     with pytest.raises(ValueError, match="learning_rate"):
         TrainConfig.from_dict({"learning_rate": 1e-3})
