@@ -19,7 +19,7 @@ static inline __m256i popcount_bytes(__m256i v, __m256i lut, __m256i low) {
 }
 
 struct Isa {
-    static const int NP = 4;
+    static const int NP = 3;
     template <int NPT, bool MASK>
     static void tile(const uint64_t* const* xr, const uint64_t* const* wr, int nrows, int nwords,
                      int Cw, const uint64_t* maskj, int32_t* pop) {
@@ -27,13 +27,21 @@ struct Isa {
                                              0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
         const __m256i low = _mm256_set1_epi8(0x0f);
         const __m256i zero = _mm256_setzero_si256();
-        __m256i acc[NPT][2], tot[NPT][2];
-        for (int i = 0; i < NPT; ++i) acc[i][0] = acc[i][1] = tot[i][0] = tot[i][1] = zero;
-        int cnt = 0;
-        for (int r = 0; r < nrows; ++r) {
-            const uint64_t* xp = xr[r];
-            const uint64_t* wp = wr[r];
-            for (int j = 0; j < nwords; ++j) {
+        alignas(32) uint64_t tot[NPT][8] = {};
+        __m256i acc[NPT][2];
+        for (int i = 0; i < NPT; ++i) acc[i][0] = acc[i][1] = zero;
+        // byte counters hold at most 255: flush after at most 31 words (31 * 8 = 248)
+        auto flush = [&]() {
+            for (int i = 0; i < NPT; ++i)
+                for (int h = 0; h < 2; ++h) {
+                    __m256i t = _mm256_load_si256((const __m256i*)&tot[i][4 * h]);
+                    t = _mm256_add_epi64(t, _mm256_sad_epu8(acc[i][h], zero));
+                    _mm256_store_si256((__m256i*)&tot[i][4 * h], t);
+                    acc[i][h] = zero;
+                }
+        };
+        auto run = [&](const uint64_t* xp, const uint64_t* wp, int j0, int j1) {
+            for (int j = j0; j < j1; ++j) {
                 const __m256i w0 = _mm256_loadu_si256((const __m256i*)(wp + (int64_t)j * 8));
                 const __m256i w1 = _mm256_loadu_si256((const __m256i*)(wp + (int64_t)j * 8 + 4));
                 for (int i = 0; i < NPT; ++i) {
@@ -43,23 +51,24 @@ struct Isa {
                     acc[i][0] = _mm256_add_epi8(acc[i][0], popcount_bytes(_mm256_xor_si256(xv, w0), lut, low));
                     acc[i][1] = _mm256_add_epi8(acc[i][1], popcount_bytes(_mm256_xor_si256(xv, w1), lut, low));
                 }
-                if (++cnt == 31) {
-                    for (int i = 0; i < NPT; ++i)
-                        for (int h = 0; h < 2; ++h) {
-                            tot[i][h] = _mm256_add_epi64(tot[i][h], _mm256_sad_epu8(acc[i][h], zero));
-                            acc[i][h] = zero;
-                        }
-                    cnt = 0;
-                }
             }
+        };
+        if (nwords <= 31) {
+            const int rows_per_flush = 31 / nwords;
+            for (int r0 = 0; r0 < nrows; r0 += rows_per_flush) {
+                const int r1 = r0 + rows_per_flush < nrows ? r0 + rows_per_flush : nrows;
+                for (int r = r0; r < r1; ++r) run(xr[r], wr[r], 0, nwords);
+                flush();
+            }
+        } else {
+            for (int r = 0; r < nrows; ++r)
+                for (int j0 = 0; j0 < nwords; j0 += 31) {
+                    run(xr[r], wr[r], j0, j0 + 31 < nwords ? j0 + 31 : nwords);
+                    flush();
+                }
         }
         for (int i = 0; i < NPT; ++i)
-            for (int h = 0; h < 2; ++h) {
-                tot[i][h] = _mm256_add_epi64(tot[i][h], _mm256_sad_epu8(acc[i][h], zero));
-                alignas(32) uint64_t t[4];
-                _mm256_store_si256((__m256i*)t, tot[i][h]);
-                for (int o = 0; o < 4; ++o) pop[i * 8 + h * 4 + o] = (int32_t)t[o];
-            }
+            for (int o = 0; o < 8; ++o) pop[i * 8 + o] = (int32_t)tot[i][o];
     }
     static uint64_t pack_word(const float* x, const float* m, const float* off, int nb);
 };

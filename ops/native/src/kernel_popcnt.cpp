@@ -11,7 +11,7 @@ namespace bsr {
 namespace {
 
 struct Isa {
-    static const int NP = 2;
+    static const int NP = 1;
     template <int NPT, bool MASK>
     static void tile(const uint64_t* const* xr, const uint64_t* const* wr, int nrows, int nwords,
                      int Cw, const uint64_t* maskj, int32_t* pop) {
