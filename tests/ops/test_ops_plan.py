@@ -118,3 +118,42 @@ def test_run_plan_bad_input():
     plan = BinaryConv2d(4, 4, 3).eval().plan()
     with pytest.raises(ValueError, match="input shape"):
         run_plan(plan, torch.randn(1, 3, 5, 5))
+
+
+@pytest.mark.parametrize("threshold", ["channel", "local_mean"])
+def test_exact_ties_binarize_to_plus_one_in_module_and_plan(threshold):
+    """Binarizer inputs exactly on the threshold give +1 (sign(0) = +1) in both paths."""
+    m = BinaryConv2d(2, 3, 3, threshold=threshold).eval()
+    if threshold == "channel":
+        with torch.no_grad():
+            m.threshold.beta.copy_(torch.tensor([0.5, -0.25]))
+        x = torch.tensor([0.5, -0.25]).view(1, 2, 1, 1).expand(1, 2, 4, 5).clone()
+    else:
+        x = torch.full((1, 2, 4, 5), 0.5)  # box mean of a constant 0.5 is exactly 0.5
+    ref = torch.nn.functional.conv2d(torch.ones_like(x), torch.where(m.weight >= 0, 1.0, -1.0), padding=1)
+    with torch.no_grad():
+        assert torch.equal(m(x), ref)
+        assert torch.equal(run_plan(m.plan(), x), ref)
+
+
+try:
+    from hypothesis import given, settings, strategies as st
+except ImportError:  # pragma: no cover - hypothesis is a test extra
+    given = None
+
+if given is not None:
+    from ops.choices import CHOICES
+
+    _choice_strategy = st.fixed_dictionaries({n: st.sampled_from(v) for n, (_, v) in CHOICES.items()})
+
+    @settings(max_examples=15, deadline=None, derandomize=True)
+    @given(choices=_choice_strategy, k=st.sampled_from([1, 3]), repeat=st.sampled_from([1, 2, 4]))
+    def test_plan_matches_module_random_choices(choices, k, repeat):
+        out = 4 * repeat if choices["skip"] == "fp" else 4 + repeat
+        m = _trained(choices, out, k, steps=2)
+        x = torch.randn(2, 4, 6, 5)
+        hist = tuple(torch.randn(2, 4, 6, 5) for _ in range(2))
+        with torch.no_grad():
+            ref = m(x, hist)
+            got = run_plan(m.plan(), x, hist)
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()) + 1e-6)
