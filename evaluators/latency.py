@@ -29,7 +29,8 @@ import torch
 from evaluators import latency_store as store
 from evaluators.latency_keys import decompose
 from evaluators.latency_probes import make_probe
-from evaluators.latency_timing import TimingStats, cpu_model, threads as threads_ctx, time_callable
+from evaluators.latency_timing import (TimingStats, clock_for, cpu_model, threads as threads_ctx,
+                                       time_callable)
 
 PathLike = Union[str, Path]
 
@@ -48,10 +49,10 @@ def native_isa() -> str:
     return isa
 
 
-def current_context(input_size: Tuple[int, int, int], threads: int) -> Dict[str, Any]:
+def current_context(input_size: Tuple[int, int, int], threads: int, clock: str = "wall") -> Dict[str, Any]:
     """The context a table measured here and now would be valid for."""
     return {"cpu": cpu_model(), "isa": native_isa(), "threads": threads,
-            "torch": torch.__version__, "input_size": tuple(input_size)}
+            "torch": torch.__version__, "input_size": tuple(input_size), "clock": clock}
 
 
 class LatencyTable:
@@ -62,21 +63,24 @@ class LatencyTable:
     ``threads``: thread count to measure and predict for (default ``torch.get_num_threads()``);
     ``strict``: raise on missing entries instead of measuring them; ``warmup``/``repeats``: the
     timing protocol of each entry (``evaluators.latency_timing.time_callable``); ``autosave``:
-    save after on-demand measurements.
+    save after on-demand measurements; ``clock``: ``wall`` (default) or ``cpu`` (process CPU
+    time, one thread only: robust on an overloaded shared machine, see ``latency_timing``).
     """
 
     def __init__(self, input_size: Any = (3, 64, 64), path: Optional[PathLike] = None,
                  threads: Optional[int] = None, strict: bool = False, warmup: int = 3,
-                 repeats: int = 15, autosave: bool = True):
+                 repeats: int = 15, autosave: bool = True, clock: str = "wall"):
         self.input_size = store.parse_input_size(input_size, field="input_size")
         if threads is None:
             threads = torch.get_num_threads()
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"invalid threads {threads!r}; allowed: a positive integer")
         self.threads = threads
+        self.clock = clock
+        self._clock = clock_for(clock, threads)
         self.strict = bool(strict)
         self.warmup, self.repeats, self.autosave = warmup, repeats, autosave
-        self.context = current_context(self.input_size, threads)
+        self.context = current_context(self.input_size, threads, clock)
         self.path = Path(path) if path is not None else store.default_path(self.context)
         self._entries: Dict[str, TimingStats] = {}
         if self.path.exists():
@@ -113,12 +117,20 @@ class LatencyTable:
         with threads_ctx(self.threads):
             for key in todo:
                 probe = make_probe(store.key_dict(key), self.threads)
-                self._entries[key] = time_callable(probe, warmup=self.warmup, repeats=self.repeats)
+                self._entries[key] = time_callable(probe, warmup=self.warmup, repeats=self.repeats,
+                                                   clock=self._clock)
                 if progress is not None:
                     progress(key)
         if todo and self.autosave:
             self.save()
         return len(todo)
+
+    def set_stats(self, key: str, stats: TimingStats) -> None:
+        """Store ``stats`` as the entry of ``key`` (e.g. a median over several measurement rounds)."""
+        store.key_dict(key)
+        if not isinstance(stats, TimingStats):
+            raise ValueError(f"stats for {key}: {type(stats).__name__} given; allowed: TimingStats")
+        self._entries[key] = stats
 
     def save(self, path: Optional[PathLike] = None) -> Path:
         """Write the table (atomically) to ``path`` or its own path; return the path."""
@@ -155,7 +167,8 @@ class LatencyTable:
             x = torch.rand(1, *self.input_size, generator=g)
             return time_callable(lambda: compiled(x),
                                  warmup=self.warmup if warmup is None else warmup,
-                                 repeats=self.repeats if repeats is None else repeats)
+                                 repeats=self.repeats if repeats is None else repeats,
+                                 clock=self._clock)
 
     def measure(self, spec: Any, warmup: Optional[int] = None, repeats: Optional[int] = None) -> float:
         """Measured latency (ms) of the whole network of ``spec``: median of several runs."""

@@ -13,6 +13,13 @@ Quartiles use linear interpolation between order statistics (numpy's default ``l
 ``q(p) = x[floor(h)] + (h - floor(h)) * (x[floor(h)+1] - x[floor(h)])`` with ``h = (n-1) p`` on
 the sorted samples ``x``.
 
+Clocks (``CLOCKS``): ``wall`` = ``time.perf_counter_ns`` (the latency a user sees on an idle
+machine); ``cpu`` = ``time.process_time_ns``, the CPU time of this process. With one thread
+(torch and the native kernel both run inline in the calling thread) CPU time equals wall time
+on an idle core, but it does not count the time the process waits while other processes hold
+the core, so it is the robust choice on a shared, overloaded machine; with more threads it
+would add the threads' times up, so ``cpu`` is allowed only with one thread.
+
 ``threads(n)`` is a context manager that sets ``torch.set_num_threads(n)`` for the measurement
 and restores the previous count afterwards (the native runtime defaults to the same count).
 """
@@ -27,6 +34,19 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
+
+
+CLOCKS = {"wall": time.perf_counter_ns, "cpu": time.process_time_ns}
+
+
+def clock_for(name: str, threads: int):
+    """The clock function of ``name`` (see the module docstring); raises for ``cpu`` with more
+    than one thread."""
+    if name not in CLOCKS:
+        raise ValueError(f"invalid clock {name!r}; allowed: {sorted(CLOCKS)}")
+    if name == "cpu" and threads != 1:
+        raise ValueError(f"clock 'cpu' needs threads=1 (CPU time sums the threads), got threads={threads}")
+    return CLOCKS[name]
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """``bsrnas lut``: build or inspect the latency table of the packed runtime.
 
     bsrnas lut build --space configs/space/default.yaml --input 3x64x64 [--threads N] [--out FILE]
-                     [--limit N | --sample N] [--seed S] [--repeats R] [--force]
+                     [--limit N | --sample N] [--seed S] [--repeats R] [--force] [--clock wall|cpu]
     bsrnas lut show FILE
 
 ``build`` enumerates every distinct unit (layer configuration) the space can produce from the
@@ -40,6 +40,9 @@ def add_arguments(p) -> None:
     b.add_argument("--repeats", type=int, default=15, help="timed samples per unit (default 15)")
     b.add_argument("--warmup", type=int, default=3, help="untimed calls per unit (default 3)")
     b.add_argument("--force", action="store_true", help="re-measure units already in the table")
+    b.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                   help="wall time (default) or process CPU time (one thread only; robust on a "
+                        "busy shared machine)")
     s = sub.add_parser("show", help="print a summary of a table file")
     s.add_argument("file", help="latency table JSON")
 
@@ -69,7 +72,7 @@ def _build(args) -> int:
         raise ValueError("--limit and --sample: give at most one of them")
     space = SearchSpace.from_yaml(args.space)
     table = LatencyTable(size, path=args.out, threads=args.threads, warmup=args.warmup,
-                         repeats=args.repeats, autosave=False)
+                         repeats=args.repeats, autosave=False, clock=args.clock)
     keys = space_keys(space, size)
     todo = keys if args.force else [k for k in keys if k not in table]
     print(f"space {args.space}: {len(keys)} distinct units at input {format_input_size(size)}; "
@@ -98,7 +101,7 @@ def _show(args) -> int:
     path = Path(args.file)
     context, entries = load(path)
     print(f"latency table {path}")
-    for name in ("cpu", "isa", "threads", "torch"):
+    for name in ("cpu", "isa", "threads", "torch", "clock"):
         print(f"  {name:<10} {context[name]}")
     print(f"  {'input':<10} {format_input_size(tuple(context['input_size']))}")
     print(f"  {'entries':<10} {len(entries)}")

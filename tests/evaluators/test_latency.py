@@ -243,7 +243,8 @@ def test_parse_input_size_rejects_with_the_field_and_form(bad):
 
 
 def _ctx(**over):
-    ctx = {"cpu": "Test CPU", "isa": "avx2", "threads": 1, "torch": "2.13.0", "input_size": (3, 8, 8)}
+    ctx = {"cpu": "Test CPU", "isa": "avx2", "threads": 1, "torch": "2.13.0", "input_size": (3, 8, 8),
+           "clock": "wall"}
     ctx.update(over)
     return ctx
 
@@ -255,10 +256,12 @@ def test_store_round_trip_and_default_path(tmp_path, monkeypatch):
     assert loaded == entries and tuple(ctx["input_size"]) == (3, 8, 8)
     monkeypatch.setenv("BSRNAS_CACHE", str(tmp_path / "cache"))
     assert store.default_path(_ctx()) == tmp_path / "cache" / "latency" / "test-cpu-avx2-t1-3x8x8.json"
+    assert store.default_path(_ctx(clock="cpu")).name == "test-cpu-avx2-t1-3x8x8-cpuclock.json"
 
 
 @pytest.mark.parametrize("field, value", [("input_size", (3, 16, 16)), ("threads", 2),
-                                          ("isa", "scalar"), ("cpu", "Other CPU"), ("torch", "2.0")])
+                                          ("isa", "scalar"), ("cpu", "Other CPU"), ("torch", "2.0"),
+                                          ("clock", "cpu")])
 def test_table_from_another_context_is_refused(tmp_path, field, value):
     path = store.save(tmp_path / "t.json", _ctx(**{field: value}), {})
     stored, _ = store.load(path)
@@ -375,10 +378,17 @@ def test_table_constructor_refuses_a_file_of_another_context(tmp_path):
         LatencyTable((3, 8, 8), path=tmp_path / "lut.json", threads=1)
     with pytest.raises(ValueError, match=r"measured for threads=1, .*threads=2"):
         LatencyTable(TINY, path=tmp_path / "lut.json", threads=2)
+    with pytest.raises(ValueError, match=r"measured for clock='wall', .*clock='cpu'"):
+        LatencyTable(TINY, path=tmp_path / "lut.json", threads=1, clock="cpu")
+    with pytest.raises(ValueError, match=r"clock 'cpu' needs threads=1"):
+        LatencyTable(TINY, path=tmp_path / "other.json", threads=2, clock="cpu")
+    with pytest.raises(ValueError, match=r"invalid clock 'gpu'"):
+        LatencyTable(TINY, path=tmp_path / "other.json", threads=1, clock="gpu")
 
 
-def test_measure_times_the_whole_network(tmp_path):
-    table = _table(tmp_path)
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_measure_times_the_whole_network(tmp_path, clock):
+    table = _table(tmp_path, clock=clock)
     stats = table.measure_stats(_tiny_spec(parts=2), warmup=1, repeats=3)
     assert 0 < stats.min_ms <= stats.median_ms <= stats.max_ms and stats.repeats == 3
     assert table.measure(_tiny_spec(), warmup=1, repeats=3) > 0
