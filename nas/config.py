@@ -141,6 +141,10 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
     root = cfg["data"]["root"]
     if root is not None and (not isinstance(root, str) or not root):
         raise _err("data.root", root, "a folder path or null (embedded images)")
+    val_set = cfg["evaluator"].get("val_set")
+    if val_set not in (None, "default") and root is None:
+        raise ValueError(f"evaluator.val_set: {val_set!r} needs data.root (or --data-root); "
+                         "without it only the embedded default validation images exist")
     lat = cfg["latency"]
     size = lat["input_size"]
     if (not isinstance(size, (list, tuple)) or len(size) != 3 or not all(_is_int(v) and v > 0 for v in size)
