@@ -6,7 +6,12 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdlib>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <pthread.h>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -98,6 +103,78 @@ PackFn pack_fn(const std::string& isa) {
 }
 
 // ----------------------------------------------------------------------------- threads
+// A persistent pool of worker threads (spawning threads per call costs ~50 us, as much as a
+// small layer). One job at a time; the calling thread runs chunk 0, worker i runs chunk i+1.
+// Plain std::thread + condition variables: no OpenMP, so nothing clashes with torch's runtime.
+// After fork() the child starts a fresh pool (the parent's workers do not exist there).
+class Pool {
+  public:
+    void run(int n, const std::function<void(int)>& fn) {
+        std::lock_guard<std::mutex> job(job_mu_);
+        while ((int)workers_.size() < n - 1) {
+            const int id = (int)workers_.size();
+            const uint64_t gen = generation_;  // the worker waits for the next job posted
+            workers_.emplace_back([this, id, gen]() { loop(id, gen); });
+            workers_.back().detach();
+        }
+        {
+            std::lock_guard<std::mutex> lk(mu_);
+            fn_ = &fn;
+            chunks_ = n;
+            pending_ = n - 1;
+            ++generation_;
+        }
+        cv_.notify_all();
+        std::exception_ptr err;
+        try {
+            fn(0);
+        } catch (...) {
+            err = std::current_exception();
+        }
+        std::unique_lock<std::mutex> lk(mu_);
+        done_cv_.wait(lk, [this]() { return pending_ == 0; });
+        fn_ = nullptr;
+        if (err) std::rethrow_exception(err);
+    }
+
+  private:
+    void loop(int id, uint64_t seen) {
+        for (;;) {
+            const std::function<void(int)>* fn;
+            int chunks;
+            {
+                std::unique_lock<std::mutex> lk(mu_);
+                cv_.wait(lk, [&]() { return generation_ != seen; });
+                seen = generation_;
+                fn = fn_;
+                chunks = chunks_;
+            }
+            if (id + 1 < chunks) (*fn)(id + 1);
+            std::lock_guard<std::mutex> lk(mu_);
+            if (id + 1 < chunks && --pending_ == 0) done_cv_.notify_all();
+        }
+    }
+    std::mutex job_mu_, mu_;
+    std::condition_variable cv_, done_cv_;
+    std::vector<std::thread> workers_;
+    const std::function<void(int)>* fn_ = nullptr;
+    int chunks_ = 0, pending_ = 0;
+    uint64_t generation_ = 0;
+};
+
+Pool* g_pool = nullptr;
+void reset_pool_after_fork() { g_pool = new Pool(); }  // the old one is leaked on purpose
+
+Pool& pool() {
+    static bool init = []() {
+        g_pool = new Pool();
+        pthread_atfork(nullptr, nullptr, reset_pool_after_fork);
+        return true;
+    }();
+    (void)init;
+    return *g_pool;
+}
+
 template <class Fn>
 void parallel_rows(int64_t rows, int threads, Fn fn) {
     if (threads < 1) throw std::invalid_argument("threads: must be >= 1, got " + std::to_string(threads));
@@ -108,14 +185,8 @@ void parallel_rows(int64_t rows, int threads, Fn fn) {
         fn(0, rows);
         return;
     }
-    std::vector<std::thread> pool;
-    pool.reserve(t - 1);
-    for (int64_t i = 1; i < t; ++i) {
-        const int64_t r0 = rows * i / t, r1 = rows * (i + 1) / t;
-        pool.emplace_back([=]() { fn(r0, r1); });
-    }
-    fn(0, rows / t);
-    for (auto& th : pool) th.join();
+    const std::function<void(int)> chunk = [&](int i) { fn(rows * i / t, rows * (i + 1) / t); };
+    pool().run((int)t, chunk);
 }
 
 // ----------------------------------------------------------------------------- array checks
