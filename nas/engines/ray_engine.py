@@ -130,6 +130,10 @@ class BudgetSearcher(Searcher):
         self.pending.clear()
 
 
+def _trial_name(trial) -> str:
+    return f"trial_{int(trial.config['number']):04d}"
+
+
 def _experiment_name(run_root: str) -> str:
     base = os.path.join(run_root, "ray")
     n = 0
@@ -140,10 +144,13 @@ def _experiment_name(run_root: str) -> str:
 
 def run_ray(search: Search) -> int:
     """Run the remaining trials as Ray Tune trials; returns how many Tune trials ran."""
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no extra TensorBoard runs
+    # Ray's own results go to RUN/ray/NNN as JSON/CSV only: no TensorBoard files of its own
+    # there, so `tensorboard --logdir RUN` shows the same runs for both engines.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     import ray
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     rcfg = search.cfg["ray"]
     started = False
@@ -165,9 +172,12 @@ def run_ray(search: Search) -> int:
             tuner = tune.Tuner(
                 tune.with_resources(evaluate_trial, {"cpu": rcfg["cpus_per_trial"]}),
                 tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining,
-                                            max_concurrent_trials=rcfg["max_concurrent"]),
+                                            max_concurrent_trials=rcfg["max_concurrent"],
+                                            trial_name_creator=_trial_name,
+                                            trial_dirname_creator=_trial_name),
                 run_config=tune.RunConfig(name=_experiment_name(search.run.path), storage_path=storage,
-                                          verbose=1 if search.progress else 0),
+                                          verbose=1 if search.progress else 0,
+                                          callbacks=[JsonLoggerCallback(), CSVLoggerCallback()]),
             )
             tuner.fit()
     finally:

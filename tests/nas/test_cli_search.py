@@ -54,6 +54,12 @@ def test_search_command_writes_run_folder(searched, capsys):
     stored = yaml.safe_load(open(run.config_path))
     assert stored["engine"]["trials"] == 3 and stored["name"] == "tiny"
     assert os.path.isfile(run.file("pareto.png"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(run.search_tb_dir)
+    acc.Reload()
+    images = acc.Tags()["images"]
+    assert "pareto" in images and any(t.startswith("samples/trial_") for t in images)
 
 
 def test_pareto_command_and_pick(searched, capsys):
