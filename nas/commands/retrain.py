@@ -20,14 +20,27 @@ def add_arguments(p) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint in --run-dir")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--from", dest="from_run", metavar="RUN", default=None,
+                   help="take the spec from a search run folder (with --pick) instead of --spec")
+    p.add_argument("--pick", metavar="WHICH", default="knee",
+                   help="with --from: best-psnr, knee or a trial number (default %(default)s)")
 
 
 def run(args) -> int:
     from nas.retrain import RetrainConfig, load_spec, retrain
 
-    if not getattr(args, "spec", None):
+    if getattr(args, "from_run", None):  # a search result (nas.commands.pareto.picked_spec)
+        from nas.commands.pareto import picked_spec
+        from space.spec import ArchSpec
+
+        chosen, text = picked_spec(args.from_run, args.pick)
+        Path(args.from_run, "picked.json").write_text(text + "\n")
+        print(f"retraining trial {chosen['trial']} of {args.from_run} ({args.pick})")
+        spec = ArchSpec.from_json(text)
+    elif not getattr(args, "spec", None):
         raise ValueError("--spec: a spec file is required (e.g. --spec runs/NAME/trials/ID/spec.json)")
-    spec = load_spec(args.spec)
+    else:
+        spec = load_spec(args.spec)
     config = RetrainConfig.from_yaml(args.config)
     results = retrain(spec, config, data_root=args.data_root, run_dir=args.run_dir,
                       resume=args.resume, progress=not args.no_progress)

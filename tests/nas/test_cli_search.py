@@ -90,3 +90,27 @@ def test_impossible_budget_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "constraints: no architecture" in err and "latency_ms" in err
     assert not os.path.isdir(tmp_path / "r" / "trials")
+
+
+def test_retrain_from_run_trains_the_knee(searched, capsys):
+    _, _, run_dir, tmp = searched
+    from nas import pareto
+    from nas.runfolder import records
+
+    study = RunFolder(run_dir).load_study()
+    recs = records(study)
+    knee = pareto.knee(pareto.front(recs, "latency_ms"), "latency_ms")
+    cfg = tmp / "train.yaml"
+    cfg.write_text(yaml.safe_dump({"train": {"steps": 2, "batch": 2, "patch": 16, "log_every": 1,
+                                             "threads": 1},
+                                   "eval": {"sample_images": 0}}))
+    out_dir = tmp / "retrained"
+    code = main(["retrain", "--from", run_dir, "--pick", "knee", "--config", str(cfg),
+                 "--run-dir", str(out_dir), "--no-progress"])
+    assert code == 0
+    assert f"retraining trial {knee['trial']} " in capsys.readouterr().out
+    picked = ArchSpec.from_json(open(os.path.join(run_dir, "picked.json")).read())
+    assert picked.id == ArchSpec.from_dict(knee["spec"]).id
+    from evaluators.checkpoint import load_checkpoint
+
+    assert ArchSpec.from_json(load_checkpoint(out_dir / "checkpoint.pt")["spec"]).id == picked.id
