@@ -22,7 +22,7 @@ struct Isa {
     static const int NP = 3;
     template <int NPT, bool MASK>
     static void tile(const uint64_t* const* xr, const uint64_t* const* wr, int nrows, int nwords,
-                     int Cw, const uint64_t* maskj, int32_t* pop) {
+                     int Cw, const uint64_t* maskj, int64_t xoff, int32_t* pop) {
         const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                              0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
         const __m256i low = _mm256_set1_epi8(0x0f);
@@ -57,13 +57,13 @@ struct Isa {
             const int rows_per_flush = 31 / nwords;
             for (int r0 = 0; r0 < nrows; r0 += rows_per_flush) {
                 const int r1 = r0 + rows_per_flush < nrows ? r0 + rows_per_flush : nrows;
-                for (int r = r0; r < r1; ++r) run(xr[r], wr[r], 0, nwords);
+                for (int r = r0; r < r1; ++r) run(xr[r] + xoff, wr[r], 0, nwords);
                 flush();
             }
         } else {
             for (int r = 0; r < nrows; ++r)
                 for (int j0 = 0; j0 < nwords; j0 += 31) {
-                    run(xr[r], wr[r], j0, j0 + 31 < nwords ? j0 + 31 : nwords);
+                    run(xr[r] + xoff, wr[r], j0, j0 + 31 < nwords ? j0 + 31 : nwords);
                     flush();
                 }
         }

@@ -15,11 +15,11 @@ struct Isa {
     static const int NP = 8;
     template <int NPT, bool MASK>
     static void tile(const uint64_t* const* xr, const uint64_t* const* wr, int nrows, int nwords,
-                     int Cw, const uint64_t* maskj, int32_t* pop) {
+                     int Cw, const uint64_t* maskj, int64_t xoff, int32_t* pop) {
         __m512i acc[NPT];
         for (int i = 0; i < NPT; ++i) acc[i] = _mm512_setzero_si512();
         for (int r = 0; r < nrows; ++r) {
-            const uint64_t* xp = xr[r];
+            const uint64_t* xp = xr[r] + xoff;
             const uint64_t* wp = wr[r];
             for (int j = 0; j < nwords; ++j) {
                 const __m512i w = _mm512_loadu_si512((const void*)(wp + (int64_t)j * 8));

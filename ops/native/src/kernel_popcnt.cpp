@@ -14,10 +14,10 @@ struct Isa {
     static const int NP = 1;
     template <int NPT, bool MASK>
     static void tile(const uint64_t* const* xr, const uint64_t* const* wr, int nrows, int nwords,
-                     int Cw, const uint64_t* maskj, int32_t* pop) {
+                     int Cw, const uint64_t* maskj, int64_t xoff, int32_t* pop) {
         uint64_t acc[NPT][8] = {};
         for (int r = 0; r < nrows; ++r) {
-            const uint64_t* xp = xr[r];
+            const uint64_t* xp = xr[r] + xoff;
             const uint64_t* wp = wr[r];
             for (int j = 0; j < nwords; ++j) {
                 const uint64_t* wj = wp + (int64_t)j * 8;
