@@ -1,0 +1,178 @@
+"""Accuracy of the latency model: predicted vs measured whole-network latency on the packed runtime.
+
+    python -m benchmarks.latency_accuracy [--specs 50] [--input 3x64x64] [--threads 1]
+                                          [--rounds 3] [--repeats 15] [--seed 0]
+                                          [--space configs/space/default.yaml] [--no-write]
+
+For ``--specs`` random specs of the space (``SearchSpace.random`` with ``--seed``):
+
+1. a fresh latency table (temporary file, so every entry is measured in this run) measures the
+   distinct units these specs need (``LatencyTable.measure_entries``);
+2. every spec is measured whole (``LatencyTable.measure_stats``: ``ops.native.compile(build(spec))``,
+   median of ``--repeats`` timed samples after a warm-up);
+3. steps 1-2 are repeated ``--rounds`` times (entries re-measured each round); the reported entry
+   is the median over rounds of the per-round medians, and so is the measured network latency,
+   so slow drifts of the load of a shared machine hit both sides alike;
+4. predicted = sum of the spec's entries (``LatencyTable.predict``), error = predicted / measured - 1.
+
+Targets (issue 4 item 7): at least 95 % of specs within +-10 %, median |error| at most 5 %.
+Writes the table and the summary to the ``latency_accuracy`` section of BENCHMARKS.md
+(between ``<!-- BEGIN latency_accuracy -->`` and ``<!-- END latency_accuracy -->``; the other
+sections are kept).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import random
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import torch
+
+from evaluators.latency import LatencyTable
+from evaluators.latency_enum import spec_keys
+from evaluators.latency_store import format_input_size, parse_input_size
+from evaluators.latency_timing import TimingStats, summarize
+from space.space import SearchSpace
+
+SECTION = "latency_accuracy"
+CLOCK_TEXT = {"wall": "wall-clock time, time.perf_counter_ns",
+              "cpu": "CPU time of the single-threaded process, time.process_time_ns: time spent "
+                     "waiting for a core held by another process is not counted"}
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_section(path: Path, name: str, body: str) -> None:
+    """Replace the ``name`` section of ``path`` (create the file or append the section)."""
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    block = f"{begin}\n{body.rstrip()}\n{end}\n"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
+        text = head + block + ("\n" + tail if tail else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text, encoding="utf-8")
+
+
+def _describe(spec) -> str:
+    n_bin = sum(1 for _ in spec.layers) + len(spec.tail_layers)
+    return (f"C{spec.channels} B{spec.blocks} {spec.head} {spec.tail}"
+            f"{' gs' if spec.global_skip else ''}{' br' if spec.block_residual else ''} ({n_bin} bconv)")
+
+
+def run(args) -> Dict[str, object]:
+    size = parse_input_size(args.input, field="--input")
+    space = SearchSpace.from_yaml(args.space)
+    rng = random.Random(args.seed)
+    specs = [space.random(rng) for _ in range(args.specs)]
+    keys = spec_keys(specs, size)
+    tmp = tempfile.TemporaryDirectory(prefix="bsrnas-latency-")
+    table = LatencyTable(size, path=Path(tmp.name) / "table.json", threads=args.threads,
+                         warmup=args.warmup, repeats=args.repeats, autosave=False, clock=args.clock)
+    print(f"{len(specs)} specs of {args.space}, {len(keys)} distinct units, input "
+          f"{format_input_size(size)}, threads {table.threads}, isa {table.context['isa']}, "
+          f"{args.rounds} round(s)", flush=True)
+    per_key: Dict[str, List[TimingStats]] = {k: [] for k in keys}
+    per_spec: List[List[TimingStats]] = [[] for _ in specs]
+    for r in range(args.rounds):
+        table.measure_entries(keys, force=True)
+        for k in keys:
+            per_key[k].append(table.stats(k))
+        for i, spec in enumerate(specs):
+            per_spec[i].append(table.measure_stats(spec))
+        print(f"round {r + 1}/{args.rounds} done", flush=True)
+    # the reported entries: median over rounds of the per-round medians (spread: over rounds)
+    for k, runs in per_key.items():
+        table.set_stats(k, summarize([s.median_ms for s in runs], number=runs[0].number))
+    rows = []
+    for spec, runs in zip(specs, per_spec):
+        measured = statistics.median(s.median_ms for s in runs)
+        predicted = table.predict(spec)
+        rows.append({"spec": spec, "id": spec.id, "predicted": predicted, "measured": measured,
+                     "error": predicted / measured - 1.0,
+                     "spread": max(s.median_ms for s in runs) / min(s.median_ms for s in runs) - 1})
+    tmp.cleanup()
+    errors = [abs(r["error"]) for r in rows]
+    within = sum(e <= 0.10 for e in errors) / len(errors)
+    summary = {"specs": len(rows), "within_10pct": within, "median_abs_error": statistics.median(errors),
+               "max_abs_error": max(errors), "mean_error": statistics.mean(r["error"] for r in rows),
+               "input": format_input_size(size), "threads": table.threads,
+               "isa": table.context["isa"], "cpu": table.context["cpu"], "units": len(keys),
+               "rounds": args.rounds, "repeats": args.repeats, "clock": args.clock, "rows": rows}
+    return summary
+
+
+def render(summary: Dict[str, object], command: str) -> str:
+    rows: Sequence[Dict[str, object]] = summary["rows"]  # type: ignore[assignment]
+    ok_within = summary["within_10pct"] >= 0.95
+    ok_median = summary["median_abs_error"] <= 0.05
+    lines = [
+        "## Latency model accuracy (predicted vs measured, packed runtime)",
+        "",
+        f"Command: `{command}`  ",
+        f"Run: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, CPU "
+        f"{summary['cpu']}, ISA path `{summary['isa']}`, threads {summary['threads']}, LR input "
+        f"{summary['input']} (batch 1), torch {torch.__version__}; {summary['specs']} random specs of "
+        f"the default space, {summary['units']} distinct table units; {summary['rounds']} rounds of "
+        f"(measure every unit, measure every network), each measurement the median of "
+        f"{summary['repeats']} timed samples; reported values are medians over rounds; clock "
+        f"`{summary['clock']}` ({CLOCK_TEXT[summary['clock']]}).",
+        "",
+        f"**Summary: {100 * summary['within_10pct']:.0f} % of specs within ±10 % "
+        f"(target ≥ 95 %: {'met' if ok_within else 'NOT met'}); median |error| "
+        f"{100 * summary['median_abs_error']:.1f} % (target ≤ 5 %: {'met' if ok_median else 'NOT met'}); "
+        f"max |error| {100 * summary['max_abs_error']:.1f} %; mean signed error "
+        f"{100 * summary['mean_error']:+.1f} %.**",
+        "",
+        "| # | spec id | architecture | predicted ms | measured ms | error | round spread |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for i, r in enumerate(rows):
+        lines.append(f"| {i} | `{r['id']}` | {_describe(r['spec'])} | {r['predicted']:.2f} | "
+                     f"{r['measured']:.2f} | {100 * r['error']:+.1f} % | {100 * r['spread']:.1f} % |")
+    lines += ["", "error = predicted / measured − 1; round spread = max/min − 1 of the per-round "
+              "measured medians (how much the shared machine's load moved the measurement).", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.latency_accuracy", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--specs", type=int, default=50)
+    p.add_argument("--input", default="3x64x64")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                   help="wall time, or process CPU time (threads 1 only; see evaluators.latency_timing)")
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--space", default=str(REPO / "configs" / "space" / "default.yaml"))
+    p.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
+    p.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
+    args = p.parse_args(argv)
+    for name in ("specs", "threads", "rounds", "repeats"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name}: {getattr(args, name)} given; allowed: a positive integer")
+    try:
+        summary = run(args)
+    except ValueError as exc:
+        p.error(str(exc))
+    command = "python -m benchmarks.latency_accuracy " + " ".join(
+        (argv if argv is not None else sys.argv[1:]))
+    text = render(summary, command.strip())
+    print(text)
+    if not args.no_write:
+        write_section(Path(args.out), SECTION, text)
+        print(f"wrote section {SECTION} of {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
