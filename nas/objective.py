@@ -116,7 +116,7 @@ class Objective:
         cand = Candidate(trial.number, spec, spec_json, metrics, viol, preset)
         if known and cand.feasible and spec.id in known:
             cand.duplicate_of = dict(known[spec.id])
-        self.run.write_trial(trial.number, spec_json, dict(metrics, state="RUNNING", preset=preset))
+        self.run.write_trial(trial.number, spec_json, _jsonable(dict(metrics, state="RUNNING", preset=preset)))
         return cand
 
     # ------------------------------------------------------------------ training part
@@ -157,7 +157,8 @@ class Objective:
                 metrics["duplicate_of"] = cand.duplicate_of.get("trial")
         metrics.update(extra or {})
         metrics["state"] = "COMPLETE"
-        trial.set_user_attr("metrics", _jsonable(metrics))
+        metrics = _jsonable(metrics)
+        trial.set_user_attr("metrics", metrics)
         self.run.write_trial(cand.number, None, metrics)
         return float(metrics["psnr_y"]), float(metrics[self.cost_key])
 

@@ -90,3 +90,35 @@ def make_cfg(tmp_path, **over):
 
 def components(input_size=(3, 16, 16)):
     return {"evaluator": FakeEvaluator(), "latency": FakeLatency(input_size), "cost_fn": fake_cost}
+
+
+class HandshakeEvaluator(FakeEvaluator):
+    """For the shared-storage test: the first worker's second evaluation waits (up to 90 s)
+    until the second worker has finished one evaluation, so both surely contribute."""
+
+    def __init__(self, flag, first):
+        super().__init__()
+        self.flag, self.first = flag, first
+
+    def evaluate(self, spec, run_dir=None):
+        import time
+
+        if self.first and len(self.calls) == 1:
+            deadline = time.time() + 90
+            while not os.path.exists(self.flag) and time.time() < deadline:
+                time.sleep(0.1)
+        out = super().evaluate(spec, run_dir)
+        if not self.first:
+            open(self.flag, "w").close()
+        time.sleep(0.2)
+        return out
+
+
+def worker_main(tmp_path, trials, resume):
+    """Entry point of a worker process in the shared-storage test."""
+    from nas import search
+
+    cfg = make_cfg(tmp_path, engine__trials=trials)
+    comp = components()
+    comp["evaluator"] = HandshakeEvaluator(os.path.join(str(tmp_path), "second_done"), first=not resume)
+    search.run(cfg, resume=resume, progress=False, **comp)
