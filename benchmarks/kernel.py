@@ -9,14 +9,16 @@ thread count (``--threads``, default 2 = this machine's cores):
 * ``conv``: native conv from packed bits to float32 output with the fused epilogue (scale and
   bias = folded BN), channels-last; ``pack``: float32 -> bits (channels-last input);
   ``layer = pack + conv`` is what the packed runtime pays per binary conv.
-* G binary MAC/s = C*C*k*k*H*W / conv time; binary MACs / cycle / core = that / (f * threads),
-  with f the ``cpu MHz`` of /proc/cpuinfo (the nominal clock the hypervisor reports; with
-  boost the true per-cycle figure is lower).
+* G binary MAC/s = C*C*k*k*H*W / conv wall time; binary MACs / cycle / core = MACs /
+  (conv CPU time * f), where the CPU time is the process CPU time summed over the kernel's
+  threads (robust to other jobs on a shared machine) and f the ``cpu MHz`` of /proc/cpuinfo
+  (the nominal clock the hypervisor reports; with boost the true per-cycle figure is lower).
 * PyTorch fp32 and bf16 ``F.conv2d`` of the same layer (NCHW, oneDNN), and the speedups
-  fp32/layer, fp32/conv, bf16/layer.
+  fp32/layer and fp32/conv (wall), fp32/conv (CPU time), bf16/layer. bf16 has no fast path
+  on CPUs without AVX512-BF16/AMX: it is timed only up to ``BF16_MAX_MACS`` (n/m above).
 
 Every time is the median of several runs (at least 3, up to 15, about 0.3 s of work per
-figure); runs of native and PyTorch are interleaved so machine noise hits both alike. The
+figure), native and PyTorch measured one after the other in the same run. The
 instruction-set comparison (``avx2`` nibble lookup vs ``popcnt`` scalar loop) is measured in the
 same way on the 64 -> 64, 3x3, 128x128 layer.
 
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
+import os
 import platform
 import re
 import statistics
@@ -69,7 +71,10 @@ def cpu_name() -> str:
 
 def median_times(fns: Dict[str, Callable[[], object]], budget_s: float = 0.3,
                  min_runs: int = 3, max_runs: int = 15) -> Dict[str, float]:
-    """Median wall time (ms) of each function; runs interleaved round-robin."""
+    """Median wall time (ms) of each function, and under ``<name>_cpu`` the median process CPU
+    time (ms, all threads of this process). Each function runs its repetitions back to back
+    after a warm-up call (which also absorbs the spin-wait of the previous function's OpenMP
+    workers, which would otherwise steal a core from the next measurement)."""
     first = {}
     for name, fn in fns.items():
         fn()  # warm-up
@@ -77,13 +82,23 @@ def median_times(fns: Dict[str, Callable[[], object]], budget_s: float = 0.3,
         fn()
         first[name] = time.perf_counter() - t
     runs = int(min(max_runs, max(min_runs, budget_s / max(sum(first.values()), 1e-6))))
-    times: Dict[str, List[float]] = {name: [first[name]] for name in fns}
-    for _ in range(runs - 1):
-        for name, fn in fns.items():
-            t = time.perf_counter()
+    wall: Dict[str, List[float]] = {name: [] for name in fns}
+    cpu: Dict[str, List[float]] = {name: [] for name in fns}
+    for name, fn in fns.items():
+        fn()
+        for _ in range(runs):
+            c, t = time.process_time(), time.perf_counter()
             fn()
-            times[name].append(time.perf_counter() - t)
-    return {name: 1e3 * statistics.median(v) for name, v in times.items()}
+            wall[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
+    out = {name: 1e3 * statistics.median(v) for name, v in wall.items()}
+    out.update({f"{name}_cpu": 1e3 * statistics.median(v) for name, v in cpu.items()})
+    return out
+
+
+#: bf16 conv has no native support on CPUs without AVX512-BF16/AMX (oneDNN falls back to a
+#: slow path, about 0.1 GMAC/s here): layers above this many MACs are not timed in bf16.
+BF16_MAX_MACS = 700e6
 
 
 def layer_case(c: int, hw: int, k: int, threads: int, isa: str, with_torch: bool = True):
@@ -99,12 +114,17 @@ def layer_case(c: int, hw: int, k: int, threads: int, isa: str, with_torch: bool
                                       post_bias=bias, layout="nhwc", threads=threads, isa=isa),
         "pack": lambda: native.pack_activations(x_cl, threads=threads, isa=isa),
     }
-    if with_torch:
-        xb, wb = x.to(torch.bfloat16), w.to(torch.bfloat16)
-        fns["fp32"] = lambda: F.conv2d(x, w, padding=k // 2)
-        fns["bf16"] = lambda: F.conv2d(xb, wb, padding=k // 2)
     with torch.no_grad():
-        return median_times(fns)
+        if not with_torch:
+            return median_times(fns)
+        fns["fp32"] = lambda: F.conv2d(x, w, padding=k // 2)
+        out = median_times(fns)
+        out["bf16"] = float("nan")
+        if c * c * k * k * hw * hw <= BF16_MAX_MACS:
+            xb, wb = x.to(torch.bfloat16), w.to(torch.bfloat16)
+            out["bf16"] = median_times({"bf16": lambda: F.conv2d(xb, wb, padding=k // 2)},
+                                       budget_s=1.0, min_runs=1, max_runs=3)["bf16"]
+        return out
 
 
 def srresnet(blocks: int, channels: int) -> nn.Module:
@@ -136,6 +156,8 @@ def network_case(blocks: int, channels: int, hw: int, threads: int):
 
 
 def fmt(v: float, digits: int = 2) -> str:
+    if v != v:  # NaN: not measured
+        return "n/m"
     return f"{v:.{digits}f}" if v < 100 else f"{v:.0f}"
 
 
@@ -163,21 +185,23 @@ def main(argv=None) -> int:
     info = native.info()
     isa = info["isa"]
     mhz = cpu_mhz()
+    load_start = os.getloadavg()[0]
     chans, sizes = ((64,), (64, 128)) if args.quick else ((32, 64, 128), (64, 128, 256))
     cmd = "python -m benchmarks.kernel" + (" --quick" if args.quick else "") + \
         (f" --threads {args.threads}" if args.threads != 2 else "")
     lines = [
         "## Native xnor-popcount kernel vs PyTorch conv2d",
         "",
-        f"Command: `{cmd}` ({datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC). CPU: {cpu_name()}, "
+        f"Command: `{cmd}` ({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC). CPU: {cpu_name()}, "
         f"{mhz:.0f} MHz (`cpu MHz` in /proc/cpuinfo, used for MACs/cycle), {args.threads} threads, "
         f"torch {torch.__version__}. Kernel path: `{isa}` (runnable here: "
-        f"{', '.join(info['supported'])}; {info['note']}). Medians of 3-15 interleaved runs; the "
-        "machine is shared with other jobs, so absolute times are noisy: compare the same-run ratios.",
+        f"{', '.join(info['supported'])}; {info['note']}). Medians of 3-15 runs; the machine is "
+        "shared with other jobs (1-min load average LOAD_START at the start, LOAD_END at the end), so absolute times are noisy: compare the "
+        "same-run ratios and the CPU-time columns.",
         "",
-        "| C | H=W | k | conv ms | pack ms | layer ms | G bMAC/s | bMAC/cycle/core | fp32 ms | bf16 ms "
-        "| fp32/layer | fp32/conv | bf16/layer |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| C | H=W | k | conv ms | conv CPU ms | pack ms | layer ms | G bMAC/s | bMAC/cycle/core "
+        "| fp32 ms | fp32 CPU ms | bf16 ms | fp32/layer | fp32/conv | fp32/conv (CPU) | bf16/layer |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in chans:
         for hw in sizes:
@@ -185,22 +209,24 @@ def main(argv=None) -> int:
                 t = layer_case(c, hw, k, args.threads, isa)
                 macs = c * c * k * k * hw * hw
                 gmacs = macs / (t["conv"] * 1e-3) / 1e9
-                per_cycle = gmacs * 1e3 / mhz / args.threads
+                per_cycle = macs / (t["conv_cpu"] * 1e-3) / (mhz * 1e6)
                 layer = t["conv"] + t["pack"]
-                row = (f"| {c} | {hw} | {k} | {fmt(t['conv'], 3)} | {fmt(t['pack'], 3)} | {fmt(layer, 3)} "
-                       f"| {fmt(gmacs, 1)} | {fmt(per_cycle, 1)} | {fmt(t['fp32'])} | {fmt(t['bf16'])} "
+                row = (f"| {c} | {hw} | {k} | {fmt(t['conv'], 3)} | {fmt(t['conv_cpu'], 3)} "
+                       f"| {fmt(t['pack'], 3)} | {fmt(layer, 3)} | {fmt(gmacs, 1)} | {fmt(per_cycle, 1)} "
+                       f"| {fmt(t['fp32'])} | {fmt(t['fp32_cpu'])} | {fmt(t['bf16'])} "
                        f"| {fmt(t['fp32'] / layer, 1)} | {fmt(t['fp32'] / t['conv'], 1)} "
-                       f"| {fmt(t['bf16'] / layer, 1)} |")
+                       f"| {fmt(t['fp32_cpu'] / t['conv_cpu'], 1)} | {fmt(t['bf16'] / layer, 1)} |")
                 print(row, flush=True)
                 lines.append(row)
     # instruction-set paths on the target layer
     lines += ["", "Paths on the 64 -> 64, 3x3, 128x128 layer (conv only, same run):", "",
-              "| path | threads | conv ms | bMAC/cycle/core |", "|---|---|---|---|"]
+              "| path | threads | conv ms | conv CPU ms | bMAC/cycle/core |", "|---|---|---|---|---|"]
     macs = 64 * 64 * 9 * 128 * 128
     for path in info["supported"]:
         for th in sorted({1, args.threads}):
             t = layer_case(64, 128, 3, th, path, with_torch=False)
-            row = f"| {path} | {th} | {fmt(t['conv'], 3)} | {fmt(macs / (t['conv'] * 1e-3) / (mhz * 1e6) / th, 1)} |"
+            row = (f"| {path} | {th} | {fmt(t['conv'], 3)} | {fmt(t['conv_cpu'], 3)} "
+                   f"| {fmt(macs / (t['conv_cpu'] * 1e-3) / (mhz * 1e6), 1)} |")
             print(row, flush=True)
             lines.append(row)
     blocks, chn, hw = (4, 64, 64) if args.quick else (16, 64, 128)
@@ -223,6 +249,7 @@ def main(argv=None) -> int:
         "the `avx512` path is compiled in and dispatched on such CPUs but cannot run here.",
     ]
     lines += ceiling
+    lines[2] = lines[2].replace("LOAD_START", f"{load_start:.1f}").replace("LOAD_END", f"{os.getloadavg()[0]:.1f}")
     if not args.no_write:
         write_section(Path(args.out), "\n".join(lines))
         print(f"wrote section '{SECTION}' of {args.out}")
