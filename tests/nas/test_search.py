@@ -133,3 +133,36 @@ def test_presets_enqueued_first(tmp_path):
         assert t.user_attrs["spec_id"] == presets.get(t.user_attrs["preset"], 2, 16, 2).id
     recs = records(s.study)
     assert [r["preset"] for r in recs[:len(fitting)]] == fitting
+
+
+class InterruptingEvaluator(FakeEvaluator):
+    """Raises KeyboardInterrupt (as Ctrl-C would) on call number ``at`` (0-based)."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def evaluate(self, spec, run_dir=None):
+        if len(self.calls) == self.at:
+            self.calls.append(spec)
+            raise KeyboardInterrupt
+        return super().evaluate(spec, run_dir)
+
+
+def test_interrupt_then_resume(tmp_path):
+    cfg = make_cfg(tmp_path, engine__trials=6)
+    comp = components()
+    comp["evaluator"] = InterruptingEvaluator(at=2)
+    with pytest.raises(KeyboardInterrupt):
+        search.run(cfg, progress=False, **comp)
+    run = RunFolder(cfg["run_dir"])
+    study = run.load_study()
+    states = [t.state for t in study.get_trials()]
+    assert states.count(TrialState.FAIL) == 1 and TrialState.RUNNING not in states
+    kept = {t.number: t.params for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert os.path.isfile(run.file("pareto.json"))  # outputs written on the way out
+    s, _ = search.run(cfg, resume=True, progress=False, **components())
+    done = s.study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 6
+    for n, params in kept.items():
+        assert s.study.trials[n].params == params
