@@ -43,9 +43,21 @@ def _fallback() -> bool:
     return True
 
 
+_resolved: dict = {}
+
+
 def resolve_isa(isa: Optional[str] = None) -> str:
     """The instruction-set path to use: ``isa`` if given, else ``$BSRNAS_ISA``, else the best
     one the CPU supports. Raises ``ValueError`` for an unknown name or one the CPU lacks."""
+    key = (isa, os.environ.get("BSRNAS_ISA") if isa is None else None)
+    if key in _resolved:
+        return _resolved[key]
+    out = _resolve_isa(isa)
+    _resolved[key] = out
+    return out
+
+
+def _resolve_isa(isa: Optional[str]) -> str:
     source = "isa"
     if isa is None:
         isa = os.environ.get("BSRNAS_ISA", "").strip().lower() or "auto"

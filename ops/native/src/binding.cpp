@@ -175,10 +175,16 @@ Pool& pool() {
     return *g_pool;
 }
 
+// Below this much work per thread (in units of roughly one cycle) waking a worker costs more
+// than it saves, so small calls use fewer threads.
+constexpr double kMinWorkPerThread = 50000.0;
+
 template <class Fn>
-void parallel_rows(int64_t rows, int threads, Fn fn) {
+void parallel_rows(int64_t rows, int threads, double work_per_row, Fn fn) {
     if (threads < 1) throw std::invalid_argument("threads: must be >= 1, got " + std::to_string(threads));
     int64_t t = threads;
+    const double by_work = rows * work_per_row / kMinWorkPerThread;
+    if (t > by_work) t = by_work < 1.0 ? 1 : (int64_t)by_work;
     if (t > rows) t = rows > 0 ? rows : 1;
     py::gil_scoped_release release;
     if (t == 1) {
@@ -274,7 +280,8 @@ py::array pack_activations(const py::object& xo, const py::object& offo, const p
                                (py::ssize_t)a.Cw});
     a.out = out.mutable_data();
     PackFn fn = pack_fn(isa);
-    parallel_rows((int64_t)N * H, threads, [&](int64_t r0, int64_t r1) { fn(a, r0, r1); });
+    // packing: about one cycle per channel and part of a pixel
+    parallel_rows((int64_t)N * H, threads, (double)W * C * a.P, [&](int64_t r0, int64_t r1) { fn(a, r0, r1); });
     return out;
 }
 
@@ -392,7 +399,9 @@ void conv(const py::object& xo, const py::object& wo, int in_ch, int out_ch, con
         std::fill((uint64_t*)a.out, (uint64_t*)a.out + (size_t)N * H * W * a.Ow, (uint64_t)0);
     if ((int64_t)N * H * W == 0) return;
     ConvFn fn = conv_fn(isa);
-    parallel_rows((int64_t)N * H, threads, [&](int64_t r0, int64_t r1) { fn(a, r0, r1); });
+    // conv: about one cycle per 64 binary MACs plus one per output value
+    const double per_row = (double)W * Ot * 8 * (P * (double)k * k * Cw + 1.0);
+    parallel_rows((int64_t)N * H, threads, per_row, [&](int64_t r0, int64_t r1) { fn(a, r0, r1); });
 }
 
 }  // namespace
