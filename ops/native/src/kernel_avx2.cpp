@@ -71,6 +71,12 @@ struct Isa {
             for (int o = 0; o < 8; ++o) pop[i * 8 + o] = (int32_t)tot[i][o];
     }
     static uint64_t pack_word(const float* x, const float* m, const float* off, int nb);
+    static unsigned mask8(const float* x, const float* m, float t) {
+        __m256 v = _mm256_loadu_ps(x);
+        if (m) v = _mm256_sub_ps(v, _mm256_loadu_ps(m));
+        v = _mm256_sub_ps(v, _mm256_set1_ps(t));
+        return (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ));
+    }
 };
 
 #include "kernel_body.inc"

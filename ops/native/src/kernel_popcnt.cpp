@@ -32,6 +32,7 @@ struct Isa {
             for (int o = 0; o < 8; ++o) pop[i * 8 + o] = (int32_t)acc[i][o];
     }
     static uint64_t pack_word(const float* x, const float* m, const float* off, int nb);
+    static unsigned mask8(const float* x, const float* m, float t);
 };
 
 #include "kernel_body.inc"
@@ -39,6 +40,8 @@ struct Isa {
 uint64_t Isa::pack_word(const float* x, const float* m, const float* off, int nb) {
     return pack_word_generic(x, m, off, nb);
 }
+
+unsigned Isa::mask8(const float* x, const float* m, float t) { return mask_generic(x, m, t, 8); }
 
 }  // namespace
 
