@@ -31,9 +31,15 @@ Writes the ``kernel`` section of BENCHMARKS.md (between ``<!-- BEGIN kernel -->`
 """
 from __future__ import annotations
 
+import os
+
+# PyTorch's OpenMP workers spin at barriers by default; on a machine shared with other jobs a
+# spinning worker that is descheduled turns a 0.5 ms conv into 60-100 ms (measured here). Let
+# them sleep instead, which is PyTorch's best case on a busy machine. Must precede `import torch`.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import datetime
-import os
 import platform
 import re
 import statistics
@@ -41,7 +47,6 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -194,7 +199,7 @@ def main(argv=None) -> int:
         "",
         f"Command: `{cmd}` ({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC). CPU: {cpu_name()}, "
         f"{mhz:.0f} MHz (`cpu MHz` in /proc/cpuinfo, used for MACs/cycle), {args.threads} threads, "
-        f"torch {torch.__version__}. Kernel path: `{isa}` (runnable here: "
+        f"torch {torch.__version__}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}. Kernel path: `{isa}` (runnable here: "
         f"{', '.join(info['supported'])}; {info['note']}). Medians of 3-15 runs; the machine is "
         "shared with other jobs (1-min load average LOAD_START at the start, LOAD_END at the end), so absolute times are noisy: compare the "
         "same-run ratios and the CPU-time columns.",
