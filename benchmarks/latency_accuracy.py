@@ -1,18 +1,19 @@
 """Accuracy of the latency model: predicted vs measured whole-network latency on the packed runtime.
 
     python -m benchmarks.latency_accuracy [--specs 50] [--input 3x64x64] [--threads 1]
-                                          [--rounds 3] [--repeats 15] [--seed 0]
+                                          [--rounds 7] [--repeats 5] [--seed 0] [--clock wall|cpu]
                                           [--space configs/space/default.yaml] [--no-write]
 
 For ``--specs`` random specs of the space (``SearchSpace.random`` with ``--seed``):
 
-1. a fresh latency table (temporary file, so every entry is measured in this run) measures the
-   distinct units these specs need (``LatencyTable.measure_entries``);
-2. every spec is measured whole (``LatencyTable.measure_stats``: ``ops.native.compile(build(spec))``,
-   median of ``--repeats`` timed samples after a warm-up);
-3. steps 1-2 are repeated ``--rounds`` times (entries re-measured each round); the reported entry
-   is the median over rounds of the per-round medians, and so is the measured network latency,
-   so slow drifts of the load of a shared machine hit both sides alike;
+1. a fresh latency table (temporary file, so every entry is measured in this run) lists the
+   distinct units these specs need;
+2. in each of ``--rounds`` rounds, every unit (its probe, ``evaluators.latency_probes``) and every
+   whole network (``ops.native.compile(build(spec))`` on a random image) is timed once — median of
+   ``--repeats`` samples after ``--warmup`` calls — in one shuffled order (a new one each round),
+   so units and networks see the same mix of load from the other processes of a shared machine;
+3. an entry is the median of its round medians (``latency_timing.combine_rounds``), and so is the
+   measured latency of a network;
 4. predicted = sum of the spec's entries (``LatencyTable.predict``), error = predicted / measured - 1.
 
 Targets (issue 4 item 7): at least 95 % of specs within +-10 %, median |error| at most 5 %.
@@ -35,8 +36,9 @@ import torch
 
 from evaluators.latency import LatencyTable
 from evaluators.latency_enum import spec_keys
-from evaluators.latency_store import format_input_size, parse_input_size
-from evaluators.latency_timing import TimingStats, summarize
+from evaluators.latency_probes import make_probe
+from evaluators.latency_store import format_input_size, key_dict, parse_input_size
+from evaluators.latency_timing import TimingStats, combine_rounds
 from space.space import SearchSpace
 
 SECTION = "latency_accuracy"
@@ -77,22 +79,25 @@ def run(args) -> Dict[str, object]:
                          warmup=args.warmup, repeats=args.repeats, autosave=False, clock=args.clock)
     print(f"{len(specs)} specs of {args.space}, {len(keys)} distinct units, input "
           f"{format_input_size(size)}, threads {table.threads}, isa {table.context['isa']}, "
-          f"{args.rounds} round(s)", flush=True)
+          f"clock {args.clock}, {args.rounds} round(s)", flush=True)
+    networks = [table.network_probe(spec) for spec in specs]
     per_key: Dict[str, List[TimingStats]] = {k: [] for k in keys}
     per_spec: List[List[TimingStats]] = [[] for _ in specs]
+    items = [("unit", k) for k in keys] + [("spec", i) for i in range(len(specs))]
+    order = random.Random(args.seed + 1)
     for r in range(args.rounds):
-        table.measure_entries(keys, force=True)
-        for k in keys:
-            per_key[k].append(table.stats(k))
-        for i, spec in enumerate(specs):
-            per_spec[i].append(table.measure_stats(spec))
+        order.shuffle(items)  # units and whole networks interleaved, a new order every round
+        for kind, item in items:
+            if kind == "unit":
+                per_key[item].append(table.time_probe(make_probe(key_dict(item), table.threads)))
+            else:
+                per_spec[item].append(table.time_probe(networks[item]))
         print(f"round {r + 1}/{args.rounds} done", flush=True)
-    # the reported entries: median over rounds of the per-round medians (spread: over rounds)
     for k, runs in per_key.items():
-        table.set_stats(k, summarize([s.median_ms for s in runs], number=runs[0].number))
+        table.set_stats(k, combine_rounds(runs))
     rows = []
     for spec, runs in zip(specs, per_spec):
-        measured = statistics.median(s.median_ms for s in runs)
+        measured = combine_rounds(runs).median_ms
         predicted = table.predict(spec)
         rows.append({"spec": spec, "id": spec.id, "predicted": predicted, "measured": measured,
                      "error": predicted / measured - 1.0,
@@ -119,9 +124,9 @@ def render(summary: Dict[str, object], command: str) -> str:
         f"Run: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, CPU "
         f"{summary['cpu']}, ISA path `{summary['isa']}`, threads {summary['threads']}, LR input "
         f"{summary['input']} (batch 1), torch {torch.__version__}; {summary['specs']} random specs of "
-        f"the default space, {summary['units']} distinct table units; {summary['rounds']} rounds of "
-        f"(measure every unit, measure every network), each measurement the median of "
-        f"{summary['repeats']} timed samples; reported values are medians over rounds; clock "
+        f"the space, {summary['units']} distinct table units; {summary['rounds']} rounds, each timing "
+        f"every unit and every whole network once in a new shuffled order, each timing the median of "
+        f"{summary['repeats']} samples; reported values are medians over rounds; clock "
         f"`{summary['clock']}` ({CLOCK_TEXT[summary['clock']]}).",
         "",
         f"**Summary: {100 * summary['within_10pct']:.0f} % of specs within ±10 % "
@@ -147,10 +152,10 @@ def main(argv=None) -> int:
     p.add_argument("--specs", type=int, default=50)
     p.add_argument("--input", default="3x64x64")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
                    help="wall time, or process CPU time (threads 1 only; see evaluators.latency_timing)")
-    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--space", default=str(REPO / "configs" / "space" / "default.yaml"))

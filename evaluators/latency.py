@@ -13,24 +13,27 @@ min / quartiles / max) and stored under its canonical key. Then::
 Units a spec needs that the table lacks are measured on demand and the table is saved, or, with
 ``strict=True``, ``predict`` raises ``ValueError`` naming the first missing key. A table knows
 its context — CPU model, ISA path of the native kernel, thread count, torch version, LR input
-size — and refuses a file measured in another one (``evaluators.latency_store``). Measurements
-run with ``torch.set_num_threads(threads)``; the previous count is restored afterwards.
+size, clock — and refuses a file measured in another one (``evaluators.latency_store``).
+Measurements run with ``torch.set_num_threads(threads)`` (the previous count is restored
+afterwards) on a steady heap (``latency_timing.steady_heap``: glibc keeps freed memory, so an
+allocation costs the same in a unit alone and inside a network).
 
 Default file: ``<cache>/latency/<cpu>-<isa>-t<threads>-<CxHxW>.json`` where ``<cache>`` is
 ``$BSRNAS_CACHE`` or ``~/.cache/bsrnas`` (so searches on one machine share their tables).
 """
 from __future__ import annotations
 
+import random
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 
 from evaluators import latency_store as store
 from evaluators.latency_keys import decompose
 from evaluators.latency_probes import make_probe
-from evaluators.latency_timing import (TimingStats, clock_for, cpu_model, threads as threads_ctx,
-                                       time_callable)
+from evaluators.latency_timing import (TimingStats, clock_for, combine_rounds, cpu_model,
+                                       steady_heap, threads as threads_ctx, time_callable)
 
 PathLike = Union[str, Path]
 
@@ -63,13 +66,14 @@ class LatencyTable:
     ``threads``: thread count to measure and predict for (default ``torch.get_num_threads()``);
     ``strict``: raise on missing entries instead of measuring them; ``warmup``/``repeats``: the
     timing protocol of each entry (``evaluators.latency_timing.time_callable``); ``autosave``:
-    save after on-demand measurements; ``clock``: ``wall`` (default) or ``cpu`` (process CPU
+    save after on-demand measurements; ``rounds``: measure a batch of entries in this many
+    interleaved rounds (shuffled order) and keep the median of the round medians; ``clock``: ``wall`` (default) or ``cpu`` (process CPU
     time, one thread only: robust on an overloaded shared machine, see ``latency_timing``).
     """
 
     def __init__(self, input_size: Any = (3, 64, 64), path: Optional[PathLike] = None,
                  threads: Optional[int] = None, strict: bool = False, warmup: int = 3,
-                 repeats: int = 15, autosave: bool = True, clock: str = "wall"):
+                 repeats: int = 15, autosave: bool = True, clock: str = "wall", rounds: int = 1):
         self.input_size = store.parse_input_size(input_size, field="input_size")
         if threads is None:
             threads = torch.get_num_threads()
@@ -80,6 +84,9 @@ class LatencyTable:
         self._clock = clock_for(clock, threads)
         self.strict = bool(strict)
         self.warmup, self.repeats, self.autosave = warmup, repeats, autosave
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+            raise ValueError(f"invalid rounds {rounds!r}; allowed: a positive integer")
+        self.rounds = rounds
         self.context = current_context(self.input_size, threads, clock)
         self.path = Path(path) if path is not None else store.default_path(self.context)
         self._entries: Dict[str, TimingStats] = {}
@@ -111,16 +118,28 @@ class LatencyTable:
 
     def measure_entries(self, keys: Iterable[str], force: bool = False, progress=None) -> int:
         """Measure every key not in the table (all of them with ``force``); return the count.
-        ``progress``: an optional callable called after each entry (e.g. a tqdm bar's update).
-        Saves the table when ``autosave`` and something was measured."""
+        With ``rounds`` > 1 the keys are measured round after round, in a new random order each
+        round, and each entry combines its rounds (``latency_timing.combine_rounds``).
+        ``progress``: an optional callable called after each measurement (rounds x keys calls,
+        e.g. a tqdm bar's update). Saves the table when ``autosave`` and something was measured."""
         todo = [k for k in dict.fromkeys(keys) if force or k not in self._entries]
+        if todo:
+            steady_heap()
+        runs: Dict[str, List[TimingStats]] = {k: [] for k in todo}
+        order = random.Random(len(todo))
         with threads_ctx(self.threads):
-            for key in todo:
-                probe = make_probe(store.key_dict(key), self.threads)
-                self._entries[key] = time_callable(probe, warmup=self.warmup, repeats=self.repeats,
-                                                   clock=self._clock)
-                if progress is not None:
-                    progress(key)
+            for r in range(self.rounds):
+                batch = list(todo)
+                if r:
+                    order.shuffle(batch)
+                for key in batch:
+                    probe = make_probe(store.key_dict(key), self.threads)
+                    runs[key].append(time_callable(probe, warmup=self.warmup, repeats=self.repeats,
+                                                   clock=self._clock))
+                    if r == self.rounds - 1:
+                        self._entries[key] = combine_rounds(runs[key])
+                    if progress is not None:
+                        progress(key)
         if todo and self.autosave:
             self.save()
         return len(todo)
@@ -154,18 +173,32 @@ class LatencyTable:
             total += self._entries[key].median_ms
         return total
 
-    def measure_stats(self, spec: Any, warmup: Optional[int] = None,
-                      repeats: Optional[int] = None) -> TimingStats:
-        """Time the whole network of ``spec`` on the packed runtime (batch 1, this input size)."""
+    def network_probe(self, spec: Any) -> Callable[[], Any]:
+        """A zero-argument callable running the whole network of ``spec`` once on the packed
+        runtime: ``ops.native.compile(build(spec))`` on a random [0, 1] image of this input size."""
         import ops.native
         from space.builder import build
 
-        model = build(spec).eval()
+        compiled = ops.native.compile(build(spec).eval(), threads=self.threads)
+        x = torch.rand(1, *self.input_size, generator=torch.Generator().manual_seed(0))
+        return lambda: compiled(x)
+
+    def time_probe(self, probe: Callable[[], Any], warmup: Optional[int] = None,
+                   repeats: Optional[int] = None) -> TimingStats:
+        """Time ``probe`` with this table's protocol, threads and clock (on a steady heap)."""
+        steady_heap()
         with threads_ctx(self.threads):
-            compiled = ops.native.compile(model, threads=self.threads)
-            g = torch.Generator().manual_seed(0)
-            x = torch.rand(1, *self.input_size, generator=g)
-            return time_callable(lambda: compiled(x),
+            return time_callable(probe, warmup=self.warmup if warmup is None else warmup,
+                                 repeats=self.repeats if repeats is None else repeats,
+                                 clock=self._clock)
+
+    def measure_stats(self, spec: Any, warmup: Optional[int] = None,
+                      repeats: Optional[int] = None) -> TimingStats:
+        """Time the whole network of ``spec`` on the packed runtime (batch 1, this input size)."""
+        steady_heap()
+        with threads_ctx(self.threads):
+            probe = self.network_probe(spec)
+            return time_callable(probe,
                                  warmup=self.warmup if warmup is None else warmup,
                                  repeats=self.repeats if repeats is None else repeats,
                                  clock=self._clock)

@@ -8,6 +8,9 @@ A measurement of a callable ``fn`` is
               timer's own resolution and the Python call cost stay far below 1 %);
     result:   the median of the samples (robust to the odd sample slowed by another process on
               a shared machine), with the spread kept: min, first quartile, third quartile, max.
+    rounds:   optionally, a unit is measured in several rounds far apart in time (interleaved
+              with the other units, ``combine_rounds``): its entry is the median of the round
+              medians, so a burst of load from other processes lands in one round only.
 
 Quartiles use linear interpolation between order statistics (numpy's default ``linear`` rule):
 ``q(p) = x[floor(h)] + (h - floor(h)) * (x[floor(h)+1] - x[floor(h)])`` with ``h = (n-1) p`` on
@@ -20,13 +23,27 @@ on an idle core, but it does not count the time the process waits while other pr
 the core, so it is the robust choice on a shared, overloaded machine; with more threads it
 would add the threads' times up, so ``cpu`` is allowed only with one thread.
 
+Steady heap (``steady_heap``): the packed runtime allocates every activation anew (numpy and
+torch buffers of ~1 MB at 64 channels x 64 x 64). With glibc's defaults, freed buffers are
+returned to the kernel (trim / munmap) and the next forward page-faults them back in, at a cost
+that depends on the order of allocations of the whole network, so a conv timed alone and the
+same conv inside a network differ (measured here: networks of 64 channels ran 10-15 % slower
+than the sum of their units, with ~3000 page faults per forward). Before measuring, the latency
+model therefore raises glibc's mmap and trim thresholds (``mallopt``) so freed memory stays in
+the process, as in a long-running inference server: allocation then costs the same alone and in
+a network. The setting is process-wide and permanent (memory is kept, not returned); it is a
+no-op where glibc is absent. ``BSRNAS_STEADY_HEAP=0`` turns it off.
+
 ``threads(n)`` is a context manager that sets ``torch.set_num_threads(n)`` for the measurement
 and restores the previous count afterwards (the native runtime defaults to the same count).
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import math
+import os
 import platform
 import re
 import time
@@ -99,6 +116,20 @@ def summarize(samples_ms: Sequence[float], number: int = 1) -> TimingStats:
     )
 
 
+def combine_rounds(rounds: Sequence[TimingStats]) -> TimingStats:
+    """One entry from several measurement rounds of the same unit taken at different times:
+    median and quartiles of the per-round medians, min and max over every sample."""
+    if not rounds:
+        raise ValueError("combine_rounds: no rounds given")
+    if len(rounds) == 1:
+        return rounds[0]
+    medians = [r.median_ms for r in rounds]
+    return TimingStats(median_ms=quantile(medians, 0.5), min_ms=min(r.min_ms for r in rounds),
+                       q1_ms=quantile(medians, 0.25), q3_ms=quantile(medians, 0.75),
+                       max_ms=max(r.max_ms for r in rounds),
+                       repeats=sum(r.repeats for r in rounds), number=rounds[0].number)
+
+
 def _check_positive(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -148,6 +179,29 @@ def threads(n: Optional[int]) -> Iterator[int]:
         yield n
     finally:
         torch.set_num_threads(previous)
+
+
+#: glibc mallopt parameters (malloc.h) and the values the steady heap uses
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+STEADY_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest allowed value on 64-bit
+STEADY_TRIM_THRESHOLD = 256 * 1024 * 1024
+_steady: Optional[bool] = None
+
+
+def steady_heap() -> bool:
+    """Keep freed memory in the process (see the module docstring); True when applied."""
+    global _steady
+    if _steady is None:
+        _steady = False
+        if os.environ.get("BSRNAS_STEADY_HEAP", "1") != "0":
+            try:
+                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+                ok = libc.mallopt(_M_MMAP_THRESHOLD, STEADY_MMAP_THRESHOLD)
+                ok &= libc.mallopt(_M_TRIM_THRESHOLD, STEADY_TRIM_THRESHOLD)
+                _steady = bool(ok)
+            except (OSError, AttributeError):
+                _steady = False
+    return _steady
 
 
 def cpu_model() -> str:
