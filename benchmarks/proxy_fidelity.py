@@ -112,12 +112,14 @@ def write_section(path: Path, body: str, name: str = SECTION) -> None:
     os.replace(tmp, path)
 
 
-def _report(args, rows: List[Dict], tau: float, rho: float, wall: float, command: str) -> str:
+def _report(args, rows: List[Dict], tau: float, rho: float, wall: float, command: str,
+            load: float) -> str:
     proxy_steps, long_steps = args.proxy_steps, args.proxy_steps * args.factor
     t_proxy = sum(r["proxy"]["train_seconds"] for r in rows)
     t_long = sum(r["long"]["train_seconds"] for r in rows)
     lines = [
-        "## Proxy fidelity (short proxy training vs 10x longer training)",
+        f"## Proxy fidelity: {proxy_steps} vs {long_steps} training steps, validated on "
+        + ("the embedded split" if args.data_root is None else "Set5"),
         "",
         f"Command: `{command}`",
         "",
@@ -140,7 +142,7 @@ def _report(args, rows: List[Dict], tau: float, rho: float, wall: float, command
         f"over bicubic, so both budgets are short trainings of tiny networks; tau measures how well "
         f"{proxy_steps} steps predict the ranking after {long_steps}, not after a full schedule. "
         f"Times were taken on a CPU shared with other jobs (1-min load average at the end: "
-        f"{os.getloadavg()[0]:.1f}).",
+        f"{load:.1f}).",
         "",
         "| spec | id | proxy PSNR_Y | reference PSNR_Y | proxy rank | reference rank |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
@@ -212,6 +214,7 @@ def main(argv=None) -> int:
             res = evaluators[budget].evaluate(spec)
             row[budget] = {k: res[k] for k in ("psnr_y", "ssim_y", "train_seconds", "diverged")}
             row[budget]["wall_seconds"] = time.perf_counter() - t1
+            scores["load_average"] = os.getloadavg()[0]  # of the last computed evaluation
             print(f"{budget:5s} {label:18s} {spec.id} psnr_y={res['psnr_y']:.3f} "
                   f"({res['train_seconds']:.1f} s){' DIVERGED' if res['diverged'] else ''}", flush=True)
             store.write_text(json.dumps(scores, indent=1))
@@ -221,7 +224,8 @@ def main(argv=None) -> int:
     tau, rho = kendall_tau_b(p, q), spearman_rho(p, q)
     # wall time of the study = sum of the per-evaluation wall times (survives a resume)
     wall = sum(r[b]["wall_seconds"] for r in rows for b in ("proxy", "long"))
-    write_section(Path(args.out), _report(args, rows, tau, rho, wall, command), name=args.section)
+    write_section(Path(args.out), _report(args, rows, tau, rho, wall, command,
+                                                scores.get("load_average", float("nan"))), name=args.section)
     print(f"Kendall tau-b = {tau:.3f}, Spearman rho = {rho:.3f} over {len(rows)} specs; "
           f"written to {args.out} (section {args.section})")
     return 0
