@@ -4,6 +4,8 @@
 
 What it does:
 
+0. ``RAY_AUTH_MODE=token`` (unless set): Ray 2.60 starts clusters with token authentication,
+   and a node joining without token mode is refused.
 1. ``ray start --head --node-ip-address 127.0.0.1 --port PORT --num-cpus 1`` (node A), then
    ``ray start --address 127.0.0.1:PORT --num-cpus 1`` (node B, a second raylet on the same
    machine, sharing the head's session folder). Each node offers one CPU and every trial asks
@@ -82,6 +84,9 @@ def main(argv=None) -> int:
     cfg_path = work / "cluster.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
+    # Ray 2.60 enables token authentication for clusters it starts: the head, the joining node
+    # and the driver must all run in token mode (they share ~/.ray/auth_token on one machine).
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     address = f"127.0.0.1:{args.port}"
     ray = ray_bin()
     command = (f"bsrnas search --config {cfg_path.name} --ray-address {address} "
@@ -131,7 +136,7 @@ def main(argv=None) -> int:
         f"--port {args.port}` (starts `ray start --head --node-ip-address 127.0.0.1 --port "
         f"{args.port} --num-cpus 1` and `ray start --address {address} --num-cpus 1`, runs "
         f"`{command}` on the quickstart space with {args.steps} proxy steps per trial, then "
-        "`ray stop`).",
+        "`ray stop`), with `RAY_AUTH_MODE=token` for all three processes.",
         "",
         f"Search wall time: {t_search:.1f} s for {args.trials} trials (2 nodes x 1 CPU, 1 CPU per trial).",
         "",
