@@ -99,14 +99,19 @@ def run(args) -> Dict[str, object]:
     for spec, runs in zip(specs, per_spec):
         measured = combine_rounds(runs).median_ms
         predicted = table.predict(spec)
+        # secondary, for diagnosis: the same comparison with the fastest sample of each side
+        pred_min = sum(table.stats(k).min_ms for k in table.entries(spec))
+        meas_min = min(s.min_ms for s in runs)
         rows.append({"spec": spec, "id": spec.id, "predicted": predicted, "measured": measured,
-                     "error": predicted / measured - 1.0,
+                     "error": predicted / measured - 1.0, "error_min": pred_min / meas_min - 1.0,
                      "spread": max(s.median_ms for s in runs) / min(s.median_ms for s in runs) - 1})
     tmp.cleanup()
     errors = [abs(r["error"]) for r in rows]
     within = sum(e <= 0.10 for e in errors) / len(errors)
     summary = {"specs": len(rows), "within_10pct": within, "median_abs_error": statistics.median(errors),
                "max_abs_error": max(errors), "mean_error": statistics.mean(r["error"] for r in rows),
+               "median_abs_error_min": statistics.median(abs(r["error_min"]) for r in rows),
+               "within_10pct_min": sum(abs(r["error_min"]) <= 0.10 for r in rows) / len(rows),
                "input": format_input_size(size), "threads": table.threads,
                "isa": table.context["isa"], "cpu": table.context["cpu"], "units": len(keys),
                "rounds": args.rounds, "repeats": args.repeats, "clock": args.clock, "rows": rows}
@@ -134,6 +139,11 @@ def render(summary: Dict[str, object], command: str) -> str:
         f"{100 * summary['median_abs_error']:.1f} % (target ≤ 5 %: {'met' if ok_median else 'NOT met'}); "
         f"max |error| {100 * summary['max_abs_error']:.1f} %; mean signed error "
         f"{100 * summary['mean_error']:+.1f} %.**",
+        "",
+        f"Secondary (diagnosis of noise, not the target): comparing instead the sum of the entries' "
+        f"fastest samples with the network's fastest sample gives "
+        f"{100 * summary['within_10pct_min']:.0f} % within ±10 %, median |error| "
+        f"{100 * summary['median_abs_error_min']:.1f} %.",
         "",
         "| # | spec id | architecture | predicted ms | measured ms | error | round spread |",
         "|---|---|---|---:|---:|---:|---:|",

@@ -2,6 +2,7 @@
 
     bsrnas lut build --space configs/space/default.yaml --input 3x64x64 [--threads N] [--out FILE]
                      [--limit N | --sample N] [--seed S] [--repeats R] [--force] [--clock wall|cpu]
+                     [--rounds R]
     bsrnas lut show FILE
 
 ``build`` enumerates every distinct unit (layer configuration) the space can produce from the
@@ -39,6 +40,9 @@ def add_arguments(p) -> None:
     b.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     b.add_argument("--repeats", type=int, default=15, help="timed samples per unit (default 15)")
     b.add_argument("--warmup", type=int, default=3, help="untimed calls per unit (default 3)")
+    b.add_argument("--rounds", type=int, default=1,
+                   help="measure the units in R interleaved rounds (shuffled order each round) and "
+                        "keep the median of the round medians: steadier on a busy machine (default 1)")
     b.add_argument("--force", action="store_true", help="re-measure units already in the table")
     b.add_argument("--clock", default="wall", choices=("wall", "cpu"),
                    help="wall time (default) or process CPU time (one thread only; robust on a "
@@ -66,13 +70,14 @@ def _build(args) -> int:
     for name in ("threads", "limit", "sample"):
         _positive(name, getattr(args, name))
     _positive("repeats", args.repeats, allow_none=False)
+    _positive("rounds", args.rounds, allow_none=False)
     if args.warmup is None or args.warmup < 0:
         raise ValueError(f"--warmup: {args.warmup!r} given; allowed: an integer >= 0")
     if args.limit is not None and args.sample is not None:
         raise ValueError("--limit and --sample: give at most one of them")
     space = SearchSpace.from_yaml(args.space)
     table = LatencyTable(size, path=args.out, threads=args.threads, warmup=args.warmup,
-                         repeats=args.repeats, autosave=False, clock=args.clock)
+                         repeats=args.repeats, autosave=False, clock=args.clock, rounds=args.rounds)
     keys = space_keys(space, size)
     todo = keys if args.force else [k for k in keys if k not in table]
     print(f"space {args.space}: {len(keys)} distinct units at input {format_input_size(size)}; "
@@ -83,7 +88,7 @@ def _build(args) -> int:
         todo = sorted(random.Random(args.seed).sample(todo, min(args.sample, len(todo))))
     if args.limit is not None or args.sample is not None:
         print(f"measuring {len(todo)} of them (--limit/--sample)")
-    with tqdm(total=len(todo), unit="unit", desc="lut build") as bar:
+    with tqdm(total=len(todo) * args.rounds, unit="unit", desc="lut build") as bar:
         for start in range(0, len(todo), SAVE_EVERY):
             chunk = todo[start:start + SAVE_EVERY]
             table.measure_entries(chunk, force=args.force, progress=lambda _k: bar.update(1))

@@ -21,7 +21,8 @@ from torch import nn
 from evaluators import latency_store as store
 from evaluators.latency_enum import space_keys, spec_keys
 from evaluators.latency_keys import DROPPED, READ, conv_choices, conv_work, decompose
-from evaluators.latency_timing import quantile, summarize, threads, time_callable
+from evaluators.latency_timing import (combine_rounds, quantile, steady_heap, summarize,
+                                       threads, time_callable)
 from ops.choices import CHOICES, TRAINING_ONLY
 from space.builder import build
 from space.space import SearchSpace
@@ -308,6 +309,22 @@ def test_time_callable_with_a_fake_clock():
     assert stats.q1_ms == pytest.approx(2e-3) and stats.q3_ms == pytest.approx(4e-3)
 
 
+def test_combine_rounds_takes_the_median_of_round_medians():
+    rounds = [summarize(v) for v in ([1.0, 2.0, 3.0], [10.0, 20.0, 30.0], [4.0, 5.0, 6.0])]
+    out = combine_rounds(rounds)
+    assert out.median_ms == 5.0 and out.min_ms == 1.0 and out.max_ms == 30.0
+    assert out.q1_ms == pytest.approx(3.5) and out.q3_ms == pytest.approx(12.5)
+    assert out.repeats == 9
+    assert combine_rounds(rounds[:1]) == rounds[0]
+    with pytest.raises(ValueError):
+        combine_rounds([])
+
+
+def test_steady_heap_is_idempotent():
+    first = steady_heap()
+    assert steady_heap() is first
+
+
 def test_threads_context_restores():
     before = torch.get_num_threads()
     with threads(1):
@@ -342,8 +359,9 @@ def test_on_demand_measurement_fills_the_table_and_saves_it(tmp_path):
     assert all(0 < s.min_ms <= s.q1_ms <= s.median_ms <= s.q3_ms <= s.max_ms for s in stats)
 
 
-def test_predict_is_the_sum_of_the_entries(tmp_path):
-    table = _table(tmp_path)
+@pytest.mark.parametrize("rounds", [1, 3])
+def test_predict_is_the_sum_of_the_entries(tmp_path, rounds):
+    table = _table(tmp_path, rounds=rounds)
     for spec in (_tiny_spec(), _tiny_spec(rescale="both", norm="bn"),
                  uniform(3, 4, 2, body="fp", tail="fp_two_stage", global_skip=False),
                  uniform(4, 4, 1, tail="fp_one_stage", head="conv5")):
@@ -355,6 +373,7 @@ def test_predict_is_the_sum_of_the_entries(tmp_path):
         assert predicted == total
         assert predicted == pytest.approx(sum(table.stats(k).median_ms for k in keys), rel=1e-12)
         assert keys.count(store.canonical_key({"kind": "overhead", "h": 6, "w": 5})) == 1
+        assert all(table.stats(k).repeats == 3 * rounds for k in keys)
 
 
 def test_strict_mode_names_the_missing_key(tmp_path):
