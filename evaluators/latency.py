@@ -152,8 +152,21 @@ class LatencyTable:
         self._entries[key] = stats
 
     def save(self, path: Optional[PathLike] = None) -> Path:
-        """Write the table (atomically) to ``path`` or its own path; return the path."""
-        return store.save(Path(path) if path is not None else self.path, self.context, self._entries)
+        """Write the table (atomically) to ``path`` or its own path; return the path. Entries
+        another process saved to the same file meanwhile (same context) are kept: the file holds
+        the union, this table's own measurements winning on a shared key."""
+        target = Path(path) if path is not None else self.path
+        merged = dict(self._entries)
+        if target.exists():
+            try:
+                stored, theirs = store.load(target)
+                store.check_context(target, stored, self.context)
+            except ValueError:
+                theirs = {}  # unreadable or another context: overwritten by this table
+            for key, stats in theirs.items():
+                merged.setdefault(key, stats)
+                self._entries.setdefault(key, stats)
+        return store.save(target, self.context, merged)
 
     # -- specs -----------------------------------------------------------------------------
     def entries(self, spec: Any) -> List[str]:

@@ -359,6 +359,14 @@ def test_on_demand_measurement_fills_the_table_and_saves_it(tmp_path):
     assert all(0 < s.min_ms <= s.q1_ms <= s.median_ms <= s.q3_ms <= s.max_ms for s in stats)
 
 
+def test_two_tables_on_one_file_keep_each_others_entries(tmp_path):
+    a, b = _table(tmp_path), _table(tmp_path)
+    ka, kb = a.entries(_tiny_spec())[:2], b.entries(_tiny_spec(parts=2))[2:4]
+    a.measure_entries(ka)
+    b.measure_entries(kb)  # b was opened before a saved: its save must not drop a's entries
+    assert set(_table(tmp_path).keys()) == set(ka) | set(kb)
+
+
 @pytest.mark.parametrize("rounds", [1, 3])
 def test_predict_is_the_sum_of_the_entries(tmp_path, rounds):
     table = _table(tmp_path, rounds=rounds)
