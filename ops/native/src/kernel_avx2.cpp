@@ -1,7 +1,9 @@
 // AVX2 path: popcount by the vpshufb nibble lookup (W. Mula), byte counters flushed with
 // vpsadbw every 31 words (31 * 8 = 248 < 256). 8 output channels = two ymm of 4 x 64 bits;
-// a register tile of NP pixels reuses each weight load NP times and each broadcast
-// activation word for 8 output channels.
+// a register tile of 4 pixels reuses each weight load 4 times and each broadcast activation
+// word for 8 output channels. Three of the pixels run on the vector pipes, the fourth on the
+// scalar POPCNT units, which Zen 3 otherwise leaves idle (measured about 5% faster than a
+// 3-pixel vector-only tile, and a 4-pixel vector-only tile was slower: 16 ymm registers).
 #include "kernel.h"
 
 #if defined(__x86_64__)
@@ -19,7 +21,7 @@ static inline __m256i popcount_bytes(__m256i v, __m256i lut, __m256i low) {
 }
 
 struct Isa {
-    static const int NP = 3;
+    static const int NP = 4;
     template <int NPT, bool MASK>
     static void tile(const uint64_t* const* xr, const uint64_t* const* wr, int nrows, int nwords,
                      int Cw, const uint64_t* maskj, int64_t xoff, int32_t* pop) {
@@ -32,7 +34,7 @@ struct Isa {
         for (int i = 0; i < NPT; ++i) acc[i][0] = acc[i][1] = zero;
         // byte counters hold at most 255: flush after at most 31 words (31 * 8 = 248)
         auto flush = [&]() {
-            for (int i = 0; i < NPT; ++i)
+            for (int i = 0; i < (NPT == 4 ? NPT - 1 : NPT); ++i)
                 for (int h = 0; h < 2; ++h) {
                     __m256i t = _mm256_load_si256((const __m256i*)&tot[i][4 * h]);
                     t = _mm256_add_epi64(t, _mm256_sad_epu8(acc[i][h], zero));
@@ -40,11 +42,22 @@ struct Isa {
                     acc[i][h] = zero;
                 }
         };
+        // HYB: the last pixel of the tile runs on the scalar POPCNT units, in parallel with
+        // the vector pipes doing the others
+        constexpr bool HYB = NPT == 4;
+        constexpr int NV = HYB ? NPT - 1 : NPT;
+        uint64_t sacc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         auto run = [&](const uint64_t* xp, const uint64_t* wp, int j0, int j1) {
             for (int j = j0; j < j1; ++j) {
                 const __m256i w0 = _mm256_loadu_si256((const __m256i*)(wp + (int64_t)j * 8));
                 const __m256i w1 = _mm256_loadu_si256((const __m256i*)(wp + (int64_t)j * 8 + 4));
-                for (int i = 0; i < NPT; ++i) {
+                if (HYB) {
+                    uint64_t xs = xp[(int64_t)NV * Cw + j];
+                    if (MASK) xs &= maskj[j];
+                    const uint64_t* wj = wp + (int64_t)j * 8;
+                    for (int o = 0; o < 8; ++o) sacc[o] += (uint64_t)__builtin_popcountll(xs ^ wj[o]);
+                }
+                for (int i = 0; i < NV; ++i) {
                     uint64_t xs = xp[(int64_t)i * Cw + j];
                     if (MASK) xs &= maskj[j];
                     const __m256i xv = _mm256_set1_epi64x((long long)xs);
@@ -67,8 +80,10 @@ struct Isa {
                     flush();
                 }
         }
-        for (int i = 0; i < NPT; ++i)
+        for (int i = 0; i < NV; ++i)
             for (int o = 0; o < 8; ++o) pop[i * 8 + o] = (int32_t)tot[i][o];
+        if (HYB)
+            for (int o = 0; o < 8; ++o) pop[NV * 8 + o] = (int32_t)sacc[o];
     }
     static uint64_t pack_word(const float* x, const float* m, const float* off, int nb);
     static unsigned mask8(const float* x, const float* m, float t) {
