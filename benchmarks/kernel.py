@@ -249,7 +249,9 @@ def main(argv=None) -> int:
         "Ceilings on this CPU (AMD Zen 3, AVX2, no AVX-512): the AVX2 nibble-lookup popcount costs 8 "
         "vector ops (xor, 2 and, shift, 2 vpshufb, 2 add) per 256 binary MACs, and Zen 3 issues 4 "
         "vector ops per cycle, so at most 128 binary MACs/cycle/core; the scalar POPCNT loop needs 3 "
-        "integer ops (xor, popcnt, add) per 64 MACs on 4 ALUs, at most ~85. The targets (>= 60x fp32, "
+        "integer ops (xor, popcnt, add) per 64 MACs on 4 ALUs, at most ~85; the `avx2` tile runs one "
+        "of its 4 pixels on the POPCNT units, and the two together are bounded by the 6 macro-ops/cycle "
+        "dispatch (~170). The targets (>= 60x fp32, "
         ">= 240 bMAC/cycle/core) assume AVX-512 VPOPCNTDQ (one vpopcntq zmm per cycle: 341 ceiling); "
         "the `avx512` path is compiled in and dispatched on such CPUs but cannot run here.",
     ]
