@@ -13,7 +13,9 @@ stays as the second value) and ``feasible = false`` in its metrics. Cost and lat
 functions of the spec alone (``evaluators.cost.cost``, ``LatencyTable.predict``), so this
 check costs nothing.
 
-A non-finite PSNR (diverged proxy training) is also told as 0 dB with ``diverged = true``.
+A diverged proxy training (the evaluator's ``diverged`` flag, or a non-finite PSNR) is also
+told as 0 dB, with ``diverged = true`` in its metrics (the evaluator's own floor score is not
+used, so every failure ranks alike).
 A candidate whose spec id equals an earlier trained trial's reuses that trial's quality
 (``duplicate_of``), so the sampler proposing a known design costs no training.
 

@@ -179,7 +179,11 @@ def run_ray(search: Search) -> int:
                                           verbose=1 if search.progress else 0,
                                           callbacks=[JsonLoggerCallback(), CSVLoggerCallback()]),
             )
-            tuner.fit()
+            grid = tuner.fit()
+            errors = grid.num_errors
+            if errors:
+                search.log(f"ray: {errors} Tune trial(s) failed (marked FAIL in the study; logs under "
+                           f"{storage}); run the same command with --resume to finish the search")
     finally:
         searcher.fail_pending()
         if started:
