@@ -214,7 +214,8 @@ def scatter_figure(records: Sequence[Dict[str, Any]], members: Sequence[Dict[str
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    if records:
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
 

@@ -122,3 +122,10 @@ def worker_main(tmp_path, trials, resume):
     comp = components()
     comp["evaluator"] = HandshakeEvaluator(os.path.join(str(tmp_path), "second_done"), first=not resume)
     search.run(cfg, resume=resume, progress=False, **comp)
+
+
+class FailingEvaluator:
+    """Raises on every call (a crashing trainable)."""
+
+    def evaluate(self, spec, run_dir=None):
+        raise RuntimeError("evaluator crashed on purpose")

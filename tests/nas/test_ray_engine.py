@@ -19,7 +19,9 @@ from space.spec import ArchSpec  # noqa: E402
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # workers import tests/nas/search_helpers for the failing-evaluator test
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": os.path.dirname(os.path.abspath(__file__))}})
     yield
     ray.shutdown()
 
@@ -89,3 +91,16 @@ def test_ray_engine_rejects_over_budget_and_resumes(tmp_path, local_ray):
         if over:
             assert m["trained"] is False and "node_id" not in m and t.values[0] == 0.0
             assert not os.path.exists(os.path.join(run.trial_dir(t.number), "checkpoint.pt"))
+
+
+def test_failed_tune_trials_are_marked_fail(tmp_path, local_ray):
+    logs = []
+    s, front = search.run(tiny(tmp_path, "ray", trials=2), progress=False, log=logs.append,
+                          evaluator_factory="search_helpers:FailingEvaluator")
+    states = [t.state for t in s.study.get_trials()]
+    assert TrialState.RUNNING not in states and TrialState.COMPLETE not in states
+    assert states.count(TrialState.FAIL) == 2
+    assert any("Tune trial(s) failed" in m and "--resume" in m for m in logs)
+    assert front == []
+    for t in s.study.get_trials():
+        assert RunFolder(s.run.path).read_metrics(t.number)["state"] == "FAIL"
