@@ -27,7 +27,6 @@
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import socket
@@ -36,7 +35,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from nas import config as config_mod
 from nas import pareto
-from nas.objective import Objective, known_results, worker_tag
+from nas.objective import Objective, known_results
 from nas.runfolder import STUDY_NAME, RunFolder, records
 from nas.tensorboard import SearchBoard
 

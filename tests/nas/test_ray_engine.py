@@ -4,7 +4,6 @@ import os
 import sys
 
 import pytest
-import yaml
 from optuna.trial import TrialState
 
 ray = pytest.importorskip("ray")

@@ -2,10 +2,8 @@
 table and evaluator (search_helpers): run format, budget, resume, presets, front."""
 import json
 import os
-import subprocess
 import sys
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
