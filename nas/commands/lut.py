@@ -18,6 +18,7 @@ and medians of a table file.
 from __future__ import annotations
 
 import random
+import statistics
 from pathlib import Path
 from typing import Dict, List
 
@@ -117,7 +118,7 @@ def _show(args) -> int:
         print(f"  {'kind':<10} {'count':>6} {'min ms':>10} {'median ms':>10} {'max ms':>10}")
         for kind in sorted(per_kind):
             v = sorted(per_kind[kind])
-            print(f"  {kind:<10} {len(v):>6} {v[0]:>10.4f} {v[len(v) // 2]:>10.4f} {v[-1]:>10.4f}")
+            print(f"  {kind:<10} {len(v):>6} {v[0]:>10.4f} {statistics.median(v):>10.4f} {v[-1]:>10.4f}")
     return 0
 
 
