@@ -21,6 +21,8 @@ else:
         Pybind11Extension(
             "ops.native._bsrnas_native",
             sources,
+            depends=["ops/native/src/kernel.h", "ops/native/src/kernel_body.inc",
+                     "ops/native/src/thread_pool.h"],
             cxx_std=17,
             extra_compile_args=["-O3", "-ffp-contract=off"],
         )
