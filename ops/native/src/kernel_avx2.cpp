@@ -97,15 +97,17 @@ struct Isa {
 #include "kernel_body.inc"
 
 uint64_t Isa::pack_word(const float* x, const float* m, const float* off, int nb) {
-    if (nb != 64) return pack_word_generic(x, m, off, nb);
     const __m256 zero = _mm256_setzero_ps();
     uint64_t word = 0;
-    for (int g = 0; g < 8; ++g) {
+    int g = 0;
+    for (; 8 * g + 8 <= nb; ++g) {
         __m256 v = _mm256_loadu_ps(x + 8 * g);
         if (m) v = _mm256_sub_ps(v, _mm256_loadu_ps(m + 8 * g));
         v = _mm256_sub_ps(v, _mm256_loadu_ps(off + 8 * g));
         word |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_LT_OQ)) << (8 * g);
     }
+    if (8 * g < nb)
+        word |= pack_word_generic(x + 8 * g, m ? m + 8 * g : nullptr, off + 8 * g, nb - 8 * g) << (8 * g);
     return word;
 }
 

@@ -49,15 +49,17 @@ struct Isa {
 #include "kernel_body.inc"
 
 uint64_t Isa::pack_word(const float* x, const float* m, const float* off, int nb) {
-    if (nb != 64) return pack_word_generic(x, m, off, nb);
     const __m512 zero = _mm512_setzero_ps();
     uint64_t word = 0;
-    for (int g = 0; g < 4; ++g) {
+    int g = 0;
+    for (; 16 * g + 16 <= nb; ++g) {
         __m512 v = _mm512_loadu_ps(x + 16 * g);
         if (m) v = _mm512_sub_ps(v, _mm512_loadu_ps(m + 16 * g));
         v = _mm512_sub_ps(v, _mm512_loadu_ps(off + 16 * g));
         word |= (uint64_t)_mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ) << (16 * g);
     }
+    if (16 * g < nb)
+        word |= pack_word_generic(x + 16 * g, m ? m + 16 * g : nullptr, off + 16 * g, nb - 16 * g) << (16 * g);
     return word;
 }
 
