@@ -70,9 +70,10 @@ def evaluate_trial(config: Dict[str, Any]) -> None:
 class BudgetSearcher(Searcher):
     """Asks the Optuna study, rejects over-budget candidates itself, hands feasible ones to Tune."""
 
-    def __init__(self, search: Search, evaluator_kwargs: Dict[str, Any]):
+    def __init__(self, search: Search, evaluator_kwargs: Dict[str, Any], on_told=None):
         super().__init__(metric=None, mode=None)
         self.search = search
+        self.on_told = on_told or (lambda number, values, hv: None)
         self.evaluator_kwargs = evaluator_kwargs
         self.pending: Dict[str, Any] = {}
         self.dispatched = 0
@@ -94,7 +95,7 @@ class BudgetSearcher(Searcher):
                     result = s.objective.evaluate(cand) if cand.feasible else None
                     values = s.objective.finish(trial, cand, result)
                     s.study.tell(trial, values)
-                    s.after_trial()
+                    self.on_told(trial.number, values, s.after_trial())
                     continue
             except BaseException:
                 s.study.tell(trial, state=TrialState.FAIL)
@@ -119,7 +120,7 @@ class BudgetSearcher(Searcher):
         extra = {k: result[k] for k in ("node_id", "hostname", "pid") if k in result}
         values = s.objective.finish(trial, cand, result, extra=extra)
         s.study.tell(trial, values)
-        s.after_trial()
+        self.on_told(trial.number, values, s.after_trial())
 
     def fail_pending(self) -> None:
         """Tell FAIL for trials still in flight (the experiment stopped early)."""
@@ -147,7 +148,6 @@ def run_ray(search: Search) -> int:
     # Ray's own results go to RUN/ray/NNN as JSON/CSV only: no TensorBoard files of its own
     # there, so `tensorboard --logdir RUN` shows the same runs for both engines.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     import ray
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -163,7 +163,18 @@ def run_ray(search: Search) -> int:
     ev_kwargs = search.evaluator_kwargs() if search.evaluator_factory == DEFAULT_FACTORY else {}
     if search.evaluator_factory == DEFAULT_FACTORY and ev_kwargs.get("threads") is None:
         ev_kwargs["threads"] = max(1, int(rcfg["cpus_per_trial"]))
-    searcher = BudgetSearcher(search, ev_kwargs)
+    from tqdm import tqdm
+
+    bar = tqdm(total=search.target, initial=min(search.n_complete(), search.target), desc="search (ray)",
+               unit="trial", disable=not search.progress, dynamic_ncols=True)
+
+    def on_told(number, values, hv):
+        bar.set_postfix(trial=number, psnr_y=f"{values[0]:.2f}", **{search.cost_key: f"{values[1]:.4g}"},
+                        hv=f"{hv:.4g}")
+        bar.n = min(search.n_complete(), search.target)
+        bar.refresh()
+
+    searcher = BudgetSearcher(search, ev_kwargs, on_told)
     remaining = max(0, search.target - search.n_complete())
     try:
         if remaining:
@@ -176,7 +187,7 @@ def run_ray(search: Search) -> int:
                                             trial_name_creator=_trial_name,
                                             trial_dirname_creator=_trial_name),
                 run_config=tune.RunConfig(name=_experiment_name(search.run.path), storage_path=storage,
-                                          verbose=1 if search.progress else 0,
+                                          verbose=0,  # progress: the tqdm bar above
                                           callbacks=[JsonLoggerCallback(), CSVLoggerCallback()]),
             )
             grid = tuner.fit()
@@ -185,6 +196,7 @@ def run_ray(search: Search) -> int:
                 search.log(f"ray: {errors} Tune trial(s) failed (marked FAIL in the study; logs under "
                            f"{storage}); run the same command with --resume to finish the search")
     finally:
+        bar.close()
         searcher.fail_pending()
         if started:
             ray.shutdown()
