@@ -164,3 +164,22 @@ def test_interrupt_then_resume(tmp_path):
     assert len(done) == 6
     for n, params in kept.items():
         assert s.study.trials[n].params == params
+
+
+def test_bops_objective(tmp_path):
+    cfg = make_cfg(tmp_path, engine__trials=6, objectives__cost="bops", constraints__params=2000)
+    s, members = search.run(cfg, progress=False, **components())
+    done = s.study.get_trials(states=(TrialState.COMPLETE,))
+    for t in done:
+        spec = ArchSpec.from_json(t.user_attrs["spec"])
+        assert t.values[1] == fake_cost(spec, (3, 16, 16))["bops"]
+        assert t.constraints == {"params": fake_cost(spec, (3, 16, 16))["params"] - 2000}
+    assert sorted(m["trial"] for m in members) == brute_front_numbers(s.study)
+    # no bound on the cost objective: reference = 1.1 x the largest feasible sampled bops
+    import random
+
+    rng = random.Random(cfg["seed"])
+    sampled = [s.space.random(rng) for _ in range(cfg["engine"]["feasibility_samples"])]
+    largest = max(fake_cost(x, (3, 16, 16))["bops"] for x in sampled
+                  if fake_cost(x, (3, 16, 16))["params"] <= 2000)
+    assert s.study.user_attrs["hv_reference"] == [0.0, pytest.approx(1.1 * largest)]
