@@ -66,6 +66,20 @@ struct Isa {
                 }
             }
         };
+        if (nrows * nwords <= 31) {  // one block: no 64-bit totals, straight to int32
+            for (int r = 0; r < nrows; ++r) run(xr[r] + xoff, wr[r], 0, nwords);
+            const __m256i order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+            for (int i = 0; i < NV; ++i) {
+                // 64-bit lane sums are < 2^31: put channels 4-7 in the high dwords, reorder
+                const __m256i lo = _mm256_sad_epu8(acc[i][0], zero);
+                const __m256i hi = _mm256_slli_epi64(_mm256_sad_epu8(acc[i][1], zero), 32);
+                const __m256i both = _mm256_permutevar8x32_epi32(_mm256_or_si256(lo, hi), order);
+                _mm256_storeu_si256((__m256i*)(pop + i * 8), both);
+            }
+            if (HYB)
+                for (int o = 0; o < 8; ++o) pop[NV * 8 + o] = (int32_t)sacc[o];
+            return;
+        }
         if (nwords <= 31) {
             const int rows_per_flush = 31 / nwords;
             for (int r0 = 0; r0 < nrows; r0 += rows_per_flush) {
