@@ -59,3 +59,18 @@ def test_pool_works_after_fork():
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_default_threads_follow_torch():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert native.default_threads() == 1
+        torch.set_num_threads(3)
+        assert native.default_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    assert native.default_threads(5) == 5
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads"):
+            native.default_threads(bad)
