@@ -1,7 +1,7 @@
 """Accuracy of the latency model: predicted vs measured whole-network latency on the packed runtime.
 
     python -m benchmarks.latency_accuracy [--specs 50] [--input 3x64x64] [--threads 1]
-                                          [--rounds 7] [--repeats 5] [--seed 0] [--clock wall|cpu]
+                                          [--rounds 7] [--repeats 5] [--seed 0] [--clock cpu|wall]
                                           [--space configs/space/default.yaml] [--no-write]
 
 For ``--specs`` random specs of the space (``SearchSpace.random`` with ``--seed``):
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import os
 import random
 import statistics
 import sys
@@ -80,6 +81,7 @@ def run(args) -> Dict[str, object]:
     print(f"{len(specs)} specs of {args.space}, {len(keys)} distinct units, input "
           f"{format_input_size(size)}, threads {table.threads}, isa {table.context['isa']}, "
           f"clock {args.clock}, {args.rounds} round(s)", flush=True)
+    load_before = os.getloadavg()[0]
     networks = [table.network_probe(spec) for spec in specs]
     per_key: Dict[str, List[TimingStats]] = {k: [] for k in keys}
     per_spec: List[List[TimingStats]] = [[] for _ in specs]
@@ -114,7 +116,8 @@ def run(args) -> Dict[str, object]:
                "within_10pct_min": sum(abs(r["error_min"]) <= 0.10 for r in rows) / len(rows),
                "input": format_input_size(size), "threads": table.threads,
                "isa": table.context["isa"], "cpu": table.context["cpu"], "units": len(keys),
-               "rounds": args.rounds, "repeats": args.repeats, "clock": args.clock, "rows": rows}
+               "rounds": args.rounds, "repeats": args.repeats, "clock": args.clock, "rows": rows,
+               "load": (load_before, os.getloadavg()[0])}
     return summary
 
 
@@ -132,7 +135,9 @@ def render(summary: Dict[str, object], command: str) -> str:
         f"the space, {summary['units']} distinct table units; {summary['rounds']} rounds, each timing "
         f"every unit and every whole network once in a new shuffled order, each timing the median of "
         f"{summary['repeats']} samples; reported values are medians over rounds; clock "
-        f"`{summary['clock']}` ({CLOCK_TEXT[summary['clock']]}).",
+        f"`{summary['clock']}` ({CLOCK_TEXT[summary['clock']]}). Machine load (1-min load average "
+        f"on its {os.cpu_count()} cores, other helpers' jobs): {summary['load'][0]:.1f} at the start, "
+        f"{summary['load'][1]:.1f} at the end.",
         "",
         f"**Summary: {100 * summary['within_10pct']:.0f} % of specs within ±10 % "
         f"(target ≥ 95 %: {'met' if ok_within else 'NOT met'}); median |error| "
@@ -163,8 +168,9 @@ def main(argv=None) -> int:
     p.add_argument("--input", default="3x64x64")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
-                   help="wall time, or process CPU time (threads 1 only; see evaluators.latency_timing)")
+    p.add_argument("--clock", default="cpu", choices=("wall", "cpu"),
+                   help="process CPU time (default; threads 1 only: on a shared machine it leaves out "
+                        "the time spent waiting for a core, see evaluators.latency_timing) or wall time")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)

@@ -8,7 +8,7 @@ de-normalisation). Each distinct unit is measured once on the packed runtime
 min / quartiles / max) and stored under its canonical key. Then::
 
     predict(spec) = sum over u in entries(spec) of median_ms(u)        (milliseconds, batch 1)
-    measure(spec) = median wall time of ops.native.compile(build(spec)) on a random input
+    measure(spec) = median time (the table's clock) of ops.native.compile(build(spec)) on a random image
 
 Units a spec needs that the table lacks are measured on demand and the table is saved, or, with
 ``strict=True``, ``predict`` raises ``ValueError`` naming the first missing key. A table knows
