@@ -251,7 +251,9 @@ def main(argv=None) -> int:
         "vector ops per cycle, so at most 128 binary MACs/cycle/core; the scalar POPCNT loop needs 3 "
         "integer ops (xor, popcnt, add) per 64 MACs on 4 ALUs, at most ~85; the `avx2` tile runs one "
         "of its 4 pixels on the POPCNT units, and the two together are bounded by the 6 macro-ops/cycle "
-        "dispatch (~170). The targets (>= 60x fp32, "
+        "dispatch (~170). PyTorch fp32 runs on 2 x 256-bit FMA per cycle = 16 MACs/cycle/core, so the "
+        "best binary/fp32 ratio this CPU allows per cycle is about 128/16 = 8 (about 10 with the POPCNT "
+        "units), before packing and epilogue. The targets (>= 60x fp32, "
         ">= 240 bMAC/cycle/core) assume AVX-512 VPOPCNTDQ (one vpopcntq zmm per cycle: 341 ceiling); "
         "the `avx512` path is compiled in and dispatched on such CPUs but cannot run here.",
     ]
