@@ -227,13 +227,21 @@ def main(argv=None) -> int:
     lines += ["", "Paths on the 64 -> 64, 3x3, 128x128 layer (conv only, same run):", "",
               "| path | threads | conv ms | conv CPU ms | bMAC/cycle/core |", "|---|---|---|---|---|"]
     macs = 64 * 64 * 9 * 128 * 128
+    walls = {}
     for path in info["supported"]:
         for th in sorted({1, args.threads}):
             t = layer_case(64, 128, 3, th, path, with_torch=False)
+            walls[path, th] = t["conv"]
             row = (f"| {path} | {th} | {fmt(t['conv'], 3)} | {fmt(t['conv_cpu'], 3)} "
                    f"| {fmt(macs / (t['conv_cpu'] * 1e-3) / (mhz * 1e6), 1)} |")
             print(row, flush=True)
             lines.append(row)
+    if args.threads > 1 and (isa, 1) in walls:
+        lines += ["", f"Thread scaling of `{isa}` on this layer: {args.threads} threads are "
+                  f"{walls[isa, 1] / walls[isa, args.threads]:.2f}x faster than 1. When this is near 1 "
+                  "while both threads are busy (CPU time about twice the wall time), the vCPUs share one "
+                  "physical core's vector units (SMT siblings under the hypervisor), so per-core figures "
+                  "are per vCPU."]
     blocks, chn, hw = (4, 64, 64) if args.quick else (16, 64, 128)
     t, err = network_case(blocks, chn, hw, args.threads)
     lines += ["", f"Whole network: x2 SRResNet-style, {blocks} BinaryBlocks x 2 binary 3x3 convs x {chn} ch "
