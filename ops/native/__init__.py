@@ -35,10 +35,12 @@ def info() -> Dict[str, Any]:
     """What the native runtime will do here: ``built`` (extension compiled), ``isa`` (the path
     in use, or an error text when ``BSRNAS_ISA`` names one the CPU lacks), ``supported``
     (paths this CPU can execute), ``compiled`` (paths in the binary), ``forced`` (the
-    ``BSRNAS_ISA`` value or None), ``cpu`` (feature flags), ``note`` and ``bit_convention``."""
+    ``BSRNAS_ISA`` value or None), ``threads`` (the thread count a call uses when given none:
+    ``torch.get_num_threads()`` now), ``cpu`` (feature flags), ``note`` and ``bit_convention``."""
     ext = _kernels._ext
     forced = os.environ.get("BSRNAS_ISA") or None
     out: Dict[str, Any] = {"built": ext is not None, "forced": forced,
+                           "threads": _kernels.default_threads(),
                            "bit_convention": BIT_CONVENTION, "compiled": list(ISAS) if ext else []}
     try:
         out["isa"] = resolve_isa()

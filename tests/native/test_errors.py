@@ -86,6 +86,7 @@ def test_info_reports_build_and_path(monkeypatch):
     info = native.info()
     assert info["built"] is (ext is not None)
     assert info["forced"] is None
+    assert info["threads"] == max(1, torch.get_num_threads())
     if ext is not None:
         assert info["isa"] == info["supported"][0]
         assert info["compiled"] == ["avx512", "avx2", "popcnt", "scalar"]
