@@ -54,6 +54,8 @@ from torch import nn
 import ops.native as native
 from ops import BinaryBlock
 
+from benchmarks.report import write_section
+
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "kernel"
 
@@ -166,17 +168,6 @@ def fmt(v: float, digits: int = 2) -> str:
     return f"{v:.{digits}f}" if v < 100 else f"{v:.0f}"
 
 
-def write_section(path: Path, body: str) -> None:
-    begin, end = f"<!-- BEGIN {SECTION} -->", f"<!-- END {SECTION} -->"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{begin}\n{body.rstrip()}\n{end}"
-    if begin in text and end in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="few shapes, small network (about a minute)")
@@ -268,7 +259,7 @@ def main(argv=None) -> int:
     lines += ceiling
     lines[2] = lines[2].replace("LOAD_START", f"{load_start:.1f}").replace("LOAD_END", f"{os.getloadavg()[0]:.1f}")
     if not args.no_write:
-        write_section(Path(args.out), "\n".join(lines))
+        write_section(Path(args.out), SECTION, "\n".join(lines))
         print(f"wrote section '{SECTION}' of {args.out}")
     return 0
 

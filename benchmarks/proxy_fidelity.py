@@ -29,6 +29,8 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import yaml
 
+from benchmarks.report import write_section
+
 SECTION = "proxy_fidelity"
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,24 +94,6 @@ def study_specs(n_random: int, channels: int, blocks: int, seed: int, space_path
             seen.add(spec.id)
             out.append((f"random:{len(out) - len(presets.names())}", spec))
     return out
-
-
-# -- BENCHMARKS.md ------------------------------------------------------------------------
-def write_section(path: Path, body: str, name: str = SECTION) -> None:
-    """Replace the ``<!-- BEGIN name -->`` .. ``<!-- END name -->`` block of ``path`` (append it
-    if missing), leaving every other section as it was."""
-    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
-    block = f"{begin}\n{body.rstrip()}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _report(args, rows: List[Dict], tau: float, rho: float, wall: float, command: str,
@@ -224,8 +208,8 @@ def main(argv=None) -> int:
     tau, rho = kendall_tau_b(p, q), spearman_rho(p, q)
     # wall time of the study = sum of the per-evaluation wall times (survives a resume)
     wall = sum(r[b]["wall_seconds"] for r in rows for b in ("proxy", "long"))
-    write_section(Path(args.out), _report(args, rows, tau, rho, wall, command,
-                                                scores.get("load_average", float("nan"))), name=args.section)
+    write_section(Path(args.out), args.section,
+                  _report(args, rows, tau, rho, wall, command, scores.get("load_average", float("nan"))))
     print(f"Kendall tau-b = {tau:.3f}, Spearman rho = {rho:.3f} over {len(rows)} specs; "
           f"written to {args.out} (section {args.section})")
     return 0

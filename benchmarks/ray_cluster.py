@@ -36,22 +36,10 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.report import write_section
+
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "ray_cluster"
-
-
-def write_section(path: Path, name: str, body: str) -> None:
-    """Replace (or append) the ``name`` section of a markdown file, keeping the others."""
-    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{begin}\n{body.rstrip()}\n{end}"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 def sh(cmd, **kw) -> subprocess.CompletedProcess:
