@@ -12,17 +12,18 @@ min / quartiles / max) and stored under its canonical key. Then::
 
 Units a spec needs that the table lacks are measured on demand and the table is saved, or, with
 ``strict=True``, ``predict`` raises ``ValueError`` naming the first missing key. A table knows
-its context — CPU model, ISA path of the native kernel, thread count, torch version, LR input
-size, clock — and refuses a file measured in another one (``evaluators.latency_store``).
+its context — CPU model, ISA path and build of the native kernel, thread count, torch version,
+LR input size, clock — and refuses a file measured in another one (``evaluators.latency_store``).
 Measurements run with ``torch.set_num_threads(threads)`` (the previous count is restored
 afterwards) on a steady heap (``latency_timing.steady_heap``: glibc keeps freed memory, so an
 allocation costs the same in a unit alone and inside a network).
 
-Default file: ``<cache>/latency/<cpu>-<isa>-t<threads>-<CxHxW>.json`` where ``<cache>`` is
+Default file: ``<cache>/latency/<cpu>-<isa>-<build>-t<threads>-<CxHxW>.json`` where ``<cache>`` is
 ``$BSRNAS_CACHE`` or ``~/.cache/bsrnas`` (so searches on one machine share their tables).
 """
 from __future__ import annotations
 
+import hashlib
 import random
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
@@ -52,9 +53,25 @@ def native_isa() -> str:
     return isa
 
 
+def native_build() -> str:
+    """First 12 hex digits of the sha1 of the native extension's file (``reference`` when it is
+    not built): a rebuilt kernel times differently, so a table names the build it measured."""
+    from ops.native import kernels
+
+    ext = getattr(kernels, "_ext", None)
+    path = getattr(ext, "__file__", None)
+    if not path:
+        return "reference"
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
 def current_context(input_size: Tuple[int, int, int], threads: int, clock: str = "wall") -> Dict[str, Any]:
     """The context a table measured here and now would be valid for."""
-    return {"cpu": cpu_model(), "isa": native_isa(), "threads": threads,
+    return {"cpu": cpu_model(), "isa": native_isa(), "native": native_build(), "threads": threads,
             "torch": torch.__version__, "input_size": tuple(input_size), "clock": clock}
 
 

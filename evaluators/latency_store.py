@@ -9,14 +9,15 @@ File layout (``format`` = ``bsrnas-latency-table/1``)::
 
     {
       "format": "bsrnas-latency-table/1",
-      "context": {"cpu": "AMD EPYC", "isa": "avx2", "threads": 2, "torch": "2.13.0+cpu",
+      "context": {"cpu": "AMD EPYC", "isa": "avx2", "native": "<sha1[:12] of the extension>",
+                  "threads": 2, "torch": "2.13.0+cpu",
                   "input_size": [3, 64, 64], "clock": "wall"},
       "entries": {"<canonical key>": {"median_ms": .., "min_ms": .., "q1_ms": .., "q3_ms": ..,
                                       "max_ms": .., "repeats": 15, "number": 4}, ...}
     }
 
 A table measured in one context is refused in another (``check_context``): a different CPU
-model, ISA path of the native kernel, thread count, torch version (the FP layers run through it),
+model, ISA path or build (file hash) of the native kernel, thread count, torch version (the FP layers run through it),
 input size or clock (``wall`` time, or ``cpu`` time of the process, see ``latency_timing``) gives a ``ValueError`` that names the field, both values and how to build a table
 for the current context. Files are written atomically (temporary file + ``os.replace``) so an
 interrupted build never leaves a truncated table.
@@ -32,7 +33,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from evaluators.latency_timing import TimingStats, slug
 
 FORMAT = "bsrnas-latency-table/1"
-CONTEXT_FIELDS = ("cpu", "isa", "threads", "torch", "input_size", "clock")
+CONTEXT_FIELDS = ("cpu", "isa", "native", "threads", "torch", "input_size", "clock")
 
 
 def canonical_key(key: Mapping[str, Any]) -> str:
@@ -89,10 +90,11 @@ def cache_dir() -> Path:
 
 
 def default_path(context: Mapping[str, Any]) -> Path:
-    """``<cache_dir>/<cpu-slug>-<isa>-t<threads>-<CxHxW>.json`` (``-cpuclock`` before ``.json``
-    for a table timed with the CPU-time clock)."""
-    name = "{}-{}-t{}-{}{}.json".format(
-        slug(str(context["cpu"])), slug(str(context["isa"])), context["threads"],
+    """``<cache_dir>/<cpu-slug>-<isa>-<build>-t<threads>-<CxHxW>.json`` (``-cpuclock`` before
+    ``.json`` for a table timed with the CPU-time clock); a rebuilt kernel gets a new file."""
+    name = "{}-{}-{}-t{}-{}{}.json".format(
+        slug(str(context["cpu"])), slug(str(context["isa"])), slug(str(context["native"])),
+        context["threads"],
         format_input_size(tuple(context["input_size"])),
         "-cpuclock" if context.get("clock", "wall") == "cpu" else "",
     )
@@ -109,8 +111,8 @@ def check_context(path: Path, stored: Mapping[str, Any], wanted: Mapping[str, An
         if have != want:
             raise ValueError(
                 f"latency table {path} was measured for {name}={have!r}, but this table is for "
-                f"{name}={want!r}; a table only predicts for the CPU, ISA, thread count, torch "
-                f"version, input size and clock it was measured with — build one for this context with "
+                f"{name}={want!r}; a table only predicts for the CPU, native kernel (ISA, build), "
+                f"thread count, torch version, input size and clock it was measured with — build one for this context with "
                 f"`bsrnas lut build --input {format_input_size(tuple(wanted['input_size']))} "
                 f"--threads {wanted['threads']}` or pass another path"
             )

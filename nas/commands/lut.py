@@ -8,7 +8,7 @@
 ``build`` enumerates every distinct unit (layer configuration) the space can produce from the
 space definition (``evaluators.latency_enum.space_keys``), measures those the table lacks on the
 packed runtime (tqdm bar) and writes the table — by default to the cache path the search reuses
-(``~/.cache/bsrnas/latency/<cpu>-<isa>-t<threads>-<CxHxW>.json``, ``$BSRNAS_CACHE`` overrides the
+(``~/.cache/bsrnas/latency/<cpu>-<isa>-<build>-t<threads>-<CxHxW>.json``, ``$BSRNAS_CACHE`` overrides the
 cache folder). The table is saved every ``SAVE_EVERY`` entries, so an interrupted build keeps
 what it measured and a rerun continues. ``--limit N`` measures only the first N missing units
 (in key order); ``--sample N`` measures N missing units drawn at random (``--seed``); either way
@@ -107,7 +107,7 @@ def _show(args) -> int:
     path = Path(args.file)
     context, entries = load(path)
     print(f"latency table {path}")
-    for name in ("cpu", "isa", "threads", "torch", "clock"):
+    for name in ("cpu", "isa", "native", "threads", "torch", "clock"):
         print(f"  {name:<10} {context[name]}")
     print(f"  {'input':<10} {format_input_size(tuple(context['input_size']))}")
     print(f"  {'entries':<10} {len(entries)}")

@@ -236,7 +236,8 @@ def test_parse_input_size_rejects_with_the_field_and_form(bad):
 
 
 def _ctx(**over):
-    ctx = {"cpu": "Test CPU", "isa": "avx2", "threads": 1, "torch": "2.13.0", "input_size": (3, 8, 8),
+    ctx = {"cpu": "Test CPU", "isa": "avx2", "native": "0123abcd4567", "threads": 1, "torch": "2.13.0",
+           "input_size": (3, 8, 8),
            "clock": "wall"}
     ctx.update(over)
     return ctx
@@ -248,13 +249,14 @@ def test_store_round_trip_and_default_path(tmp_path, monkeypatch):
     ctx, loaded = store.load(path)
     assert loaded == entries and tuple(ctx["input_size"]) == (3, 8, 8)
     monkeypatch.setenv("BSRNAS_CACHE", str(tmp_path / "cache"))
-    assert store.default_path(_ctx()) == tmp_path / "cache" / "latency" / "test-cpu-avx2-t1-3x8x8.json"
-    assert store.default_path(_ctx(clock="cpu")).name == "test-cpu-avx2-t1-3x8x8-cpuclock.json"
+    want = tmp_path / "cache" / "latency" / "test-cpu-avx2-0123abcd4567-t1-3x8x8.json"
+    assert store.default_path(_ctx()) == want
+    assert store.default_path(_ctx(clock="cpu")).name == "test-cpu-avx2-0123abcd4567-t1-3x8x8-cpuclock.json"
 
 
 @pytest.mark.parametrize("field, value", [("input_size", (3, 16, 16)), ("threads", 2),
                                           ("isa", "scalar"), ("cpu", "Other CPU"), ("torch", "2.0"),
-                                          ("clock", "cpu")])
+                                          ("clock", "cpu"), ("native", "ffffffffffff")])
 def test_table_from_another_context_is_refused(tmp_path, field, value):
     path = store.save(tmp_path / "t.json", _ctx(**{field: value}), {})
     stored, _ = store.load(path)
