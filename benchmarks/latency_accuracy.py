@@ -42,25 +42,13 @@ from evaluators.latency_store import format_input_size, key_dict, parse_input_si
 from evaluators.latency_timing import TimingStats, combine_rounds
 from space.space import SearchSpace
 
+from benchmarks.report import write_section
+
 SECTION = "latency_accuracy"
 CLOCK_TEXT = {"wall": "wall-clock time, time.perf_counter_ns",
               "cpu": "CPU time of the single-threaded process, time.process_time_ns: time spent "
                      "waiting for a core held by another process is not counted"}
 REPO = Path(__file__).resolve().parents[1]
-
-
-def write_section(path: Path, name: str, body: str) -> None:
-    """Replace the ``name`` section of ``path`` (create the file or append the section)."""
-    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
-    block = f"{begin}\n{body.rstrip()}\n{end}\n"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        tail = rest.split(end, 1)[1].lstrip("\n")
-        text = head + block + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text, encoding="utf-8")
 
 
 def _describe(spec) -> str:

@@ -150,15 +150,3 @@ def test_lut_bad_input_exits_2(tmp_path, capsys, monkeypatch, args, message):
     code, _, err = _cli(capsys, monkeypatch, tmp_path / "cache", *args)
     assert code == 2, err
     assert message in err and err.startswith("bsrnas lut: error:")
-
-
-def test_benchmark_rewrites_only_its_own_section(tmp_path):
-    from benchmarks.latency_accuracy import write_section
-
-    path = tmp_path / "BENCHMARKS.md"
-    write_section(path, "latency_accuracy", "first")
-    path.write_text(path.read_text() + "\n<!-- BEGIN other -->\nkept\n<!-- END other -->\n")
-    write_section(path, "latency_accuracy", "second")
-    text = path.read_text()
-    assert "second" in text and "first" not in text and "kept" in text
-    assert text.count("<!-- BEGIN latency_accuracy -->") == 1
