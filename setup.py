@@ -22,6 +22,7 @@ else:
             "ops.native._bsrnas_native",
             sources,
             depends=["ops/native/src/kernel.h", "ops/native/src/kernel_body.inc",
+                     "ops/native/src/kernel_word.inc",
                      "ops/native/src/thread_pool.h"],
             cxx_std=17,
             extra_compile_args=["-O3", "-ffp-contract=off"],

@@ -128,16 +128,9 @@ class _WeightIdentity(Function):
         return g
 
 
-class _WeightClip(Function):
-    @staticmethod
-    def forward(ctx, w):
-        ctx.save_for_backward(w)
-        return sign(w)
-
-    @staticmethod
-    def backward(ctx, g):
-        (w,) = ctx.saved_tensors
-        return g * (w.abs() <= 1).to(g.dtype)
+#: ``clip`` weight estimator: forward sign(w), backward g * 1{|w| <= 1} -- the same function as the
+#: activation STE, applied to the latent weights.
+_WeightClip = _SignSTE
 
 
 class _WeightTanh(Function):
