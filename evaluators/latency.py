@@ -4,19 +4,24 @@ A network is cut into timed units (``evaluators.latency_keys.decompose``: the ru
 call overhead, the FP head with the input normalisation, every binary conv with the choices that
 change its work, the residual and global-skip adds, the tail's stages, the output
 de-normalisation). Each distinct unit is measured once on the packed runtime
-(``evaluators.latency_probes``; median of several timed samples after a warm-up, spread kept as
-min / quartiles / max) and stored under its canonical key. Then::
+(``evaluators.latency_probes``) and stored under its canonical key with its spread (min,
+quartiles, median, max). The figure of a unit, and of a network, is its fastest single call
+(``min_ms``; ``evaluators.latency_timing`` says why). Then::
 
-    predict(spec) = sum over u in entries(spec) of median_ms(u)        (milliseconds, batch 1)
-    measure(spec) = median time (the table's clock) of ops.native.compile(build(spec)) on a random image
+    predict(spec) = sum over u in entries(spec) of min_ms(u)            (milliseconds, batch 1)
+    measure(spec) = fastest of ``repeats`` single calls of ops.native.compile(build(spec))
+                    on a random image, after ``warmup`` calls (the table's clock)
 
-Units a spec needs that the table lacks are measured on demand and the table is saved, or, with
-``strict=True``, ``predict`` raises ``ValueError`` naming the first missing key. A table knows
-its context — CPU model, ISA path and build of the native kernel, thread count, torch version,
-LR input size, clock — and refuses a file measured in another one (``evaluators.latency_store``).
-Measurements run with ``torch.set_num_threads(threads)`` (the previous count is restored
-afterwards) on a steady heap (``latency_timing.steady_heap``: glibc keeps freed memory, so an
-allocation costs the same in a unit alone and inside a network).
+Units are timed in rotation (``latency_timing.time_rotation``, up to ``ROTATION_CHUNK`` units at
+a time): ``warmup`` untimed passes, then ``repeats`` passes that each call every unit once in a
+new order, so a unit is timed in the cold state it has inside a network, not hot from a call of
+itself. Units a spec needs that the table lacks are measured on demand and the table is saved,
+or, with ``strict=True``, ``predict`` raises ``ValueError`` naming the first missing key. A
+table knows its context — CPU model, ISA path and build of the native kernel, thread count,
+torch version, LR input size, clock — and refuses a file measured in another one
+(``evaluators.latency_store``). Measurements run with ``torch.set_num_threads(threads)`` (the
+previous count is restored afterwards) on a steady heap (``latency_timing.steady_heap``: glibc
+keeps freed memory, so an allocation costs the same in a unit alone and inside a network).
 
 Default file: ``<cache>/latency/<cpu>-<isa>-<build>-t<threads>-<CxHxW>.json`` where ``<cache>`` is
 ``$BSRNAS_CACHE`` or ``~/.cache/bsrnas`` (so searches on one machine share their tables).
@@ -24,7 +29,6 @@ Default file: ``<cache>/latency/<cpu>-<isa>-<build>-t<threads>-<CxHxW>.json`` wh
 from __future__ import annotations
 
 import hashlib
-import random
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
@@ -33,10 +37,28 @@ import torch
 from evaluators import latency_store as store
 from evaluators.latency_keys import decompose
 from evaluators.latency_probes import make_probe
-from evaluators.latency_timing import (TimingStats, clock_for, combine_rounds, cpu_model,
-                                       steady_heap, threads as threads_ctx, time_callable)
+from evaluators.latency_timing import (MIN_ROTATION, TimingStats, clock_for, cpu_model,
+                                       steady_heap, threads as threads_ctx, time_callable,
+                                       time_rotation)
 
 PathLike = Union[str, Path]
+
+#: most units timed in one rotation (bounds the memory of their probes and inputs)
+ROTATION_CHUNK = 64
+
+
+def filler_keys(input_size: Tuple[int, int, int]) -> List[Dict[str, Any]]:
+    """Units run untimed between the timed calls when fewer than ``MIN_ROTATION`` units are
+    measured at once (typical work of a small network at this input size)."""
+    _, h, w = input_size
+    conv = {"kind": "bconv", "in": 32, "out": 32, "k": 3, "h": h, "w": w, "threshold": "static",
+            "lm_k": 0, "parts": 1, "bam": 0, "spatial": False, "skip": True, "nonlin": "prelu",
+            "nonlin_at": "after_skip"}
+    return [{"kind": "head", "head": "conv3", "out": 32, "h": h, "w": w}, conv,
+            {"kind": "add", "c": 32, "h": h, "w": w}, dict(conv, parts=2),
+            {"kind": "fp_conv", "in": 32, "out": 3, "k": 3, "h": h, "w": w},
+            dict(conv, threshold="local_mean", lm_k=3), {"kind": "output", "h": h, "w": w},
+            dict(conv, nonlin="none", spatial=True)]
 
 
 def native_isa() -> str:
@@ -81,16 +103,16 @@ class LatencyTable:
     ``input_size``: the LR input ``(3, H, W)`` (or ``'3xHxW'``); ``path``: the JSON file (default:
     the cache path of this context; loaded when it exists, refused when measured elsewhere);
     ``threads``: thread count to measure and predict for (default ``torch.get_num_threads()``);
-    ``strict``: raise on missing entries instead of measuring them; ``warmup``/``repeats``: the
-    timing protocol of each entry (``evaluators.latency_timing.time_callable``); ``autosave``:
-    save after on-demand measurements; ``rounds``: measure a batch of entries in this many
-    interleaved rounds (shuffled order) and keep the median of the round medians; ``clock``: ``wall`` (default) or ``cpu`` (process CPU
+    ``strict``: raise on missing entries instead of measuring them; ``warmup``/``repeats``: untimed
+    and timed passes of the rotation over the units (``repeats`` single-call samples per unit),
+    and untimed calls / single-call samples of a whole network in ``measure``; ``autosave``:
+    save after on-demand measurements; ``clock``: ``wall`` (default) or ``cpu`` (process CPU
     time, one thread only: robust on an overloaded shared machine, see ``latency_timing``).
     """
 
     def __init__(self, input_size: Any = (3, 64, 64), path: Optional[PathLike] = None,
-                 threads: Optional[int] = None, strict: bool = False, warmup: int = 3,
-                 repeats: int = 15, autosave: bool = True, clock: str = "wall", rounds: int = 1):
+                 threads: Optional[int] = None, strict: bool = False, warmup: int = 2,
+                 repeats: int = 25, autosave: bool = True, clock: str = "wall"):
         self.input_size = store.parse_input_size(input_size, field="input_size")
         if threads is None:
             threads = torch.get_num_threads()
@@ -101,9 +123,9 @@ class LatencyTable:
         self._clock = clock_for(clock, threads)
         self.strict = bool(strict)
         self.warmup, self.repeats, self.autosave = warmup, repeats, autosave
-        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-            raise ValueError(f"invalid rounds {rounds!r}; allowed: a positive integer")
-        self.rounds = rounds
+        for name, value, least in (("warmup", warmup, 0), ("repeats", repeats, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"invalid {name} {value!r}; allowed: an integer >= {least}")
         self.context = current_context(self.input_size, threads, clock)
         self.path = Path(path) if path is not None else store.default_path(self.context)
         self._entries: Dict[str, TimingStats] = {}
@@ -135,26 +157,23 @@ class LatencyTable:
 
     def measure_entries(self, keys: Iterable[str], force: bool = False, progress=None) -> int:
         """Measure every key not in the table (all of them with ``force``); return the count.
-        With ``rounds`` > 1 the keys are measured round after round, in a new random order each
-        round, and each entry combines its rounds (``latency_timing.combine_rounds``).
-        ``progress``: an optional callable called after each measurement (rounds x keys calls,
-        e.g. a tqdm bar's update). Saves the table when ``autosave`` and something was measured."""
+        The keys are timed in rotation, ``ROTATION_CHUNK`` at a time (see the module docstring).
+        ``progress``: an optional callable called with each key once it is measured (e.g. a
+        tqdm bar's update). Saves the table when ``autosave`` and something was measured."""
         todo = [k for k in dict.fromkeys(keys) if force or k not in self._entries]
         if todo:
             steady_heap()
-        runs: Dict[str, List[TimingStats]] = {k: [] for k in todo}
-        order = random.Random(len(todo))
         with threads_ctx(self.threads):
-            for r in range(self.rounds):
-                batch = list(todo)
-                if r:
-                    order.shuffle(batch)
-                for key in batch:
-                    probe = make_probe(store.key_dict(key), self.threads)
-                    runs[key].append(time_callable(probe, warmup=self.warmup, repeats=self.repeats,
-                                                   clock=self._clock))
-                    if r == self.rounds - 1:
-                        self._entries[key] = combine_rounds(runs[key])
+            fillers: List[Callable[[], Any]] = []
+            for start in range(0, len(todo), ROTATION_CHUNK):
+                chunk = todo[start:start + ROTATION_CHUNK]
+                if len(chunk) < MIN_ROTATION and not fillers:
+                    fillers = [make_probe(k, self.threads) for k in filler_keys(self.input_size)]
+                probes = {k: make_probe(store.key_dict(k), self.threads) for k in chunk}
+                stats = time_rotation(probes, samples=self.repeats, warmup=self.warmup,
+                                      clock=self._clock, fillers=fillers, seed=start + len(todo))
+                for key in chunk:
+                    self._entries[key] = stats[key]
                     if progress is not None:
                         progress(key)
         if todo and self.autosave:
@@ -162,7 +181,7 @@ class LatencyTable:
         return len(todo)
 
     def set_stats(self, key: str, stats: TimingStats) -> None:
-        """Store ``stats`` as the entry of ``key`` (e.g. a median over several measurement rounds)."""
+        """Store ``stats`` as the entry of ``key`` (e.g. combined from several measurement rounds)."""
         store.key_dict(key)
         if not isinstance(stats, TimingStats):
             raise ValueError(f"stats for {key}: {type(stats).__name__} given; allowed: TimingStats")
@@ -191,7 +210,7 @@ class LatencyTable:
         return [store.canonical_key(k) for k in decompose(spec, self.input_size)]
 
     def predict(self, spec: Any) -> float:
-        """Predicted latency (ms) of ``spec``: the sum of the medians of its entries."""
+        """Predicted latency (ms) of ``spec``: the sum of its entries' figures (``min_ms``)."""
         keys = self.entries(spec)
         missing = [k for k in dict.fromkeys(keys) if k not in self._entries]
         if missing:
@@ -200,7 +219,7 @@ class LatencyTable:
             self.measure_entries(missing)
         total = 0.0
         for key in keys:
-            total += self._entries[key].median_ms
+            total += self._entries[key].min_ms
         return total
 
     def network_probe(self, spec: Any) -> Callable[[], Any]:
@@ -215,27 +234,24 @@ class LatencyTable:
 
     def time_probe(self, probe: Callable[[], Any], warmup: Optional[int] = None,
                    repeats: Optional[int] = None) -> TimingStats:
-        """Time ``probe`` with this table's protocol, threads and clock (on a steady heap)."""
+        """Time ``probe`` in single calls with this table's threads and clock (steady heap):
+        ``warmup`` untimed calls, then ``repeats`` timed ones (the table's defaults)."""
         steady_heap()
         with threads_ctx(self.threads):
             return time_callable(probe, warmup=self.warmup if warmup is None else warmup,
                                  repeats=self.repeats if repeats is None else repeats,
-                                 clock=self._clock)
+                                 min_sample_ms=0.0, clock=self._clock)
 
     def measure_stats(self, spec: Any, warmup: Optional[int] = None,
                       repeats: Optional[int] = None) -> TimingStats:
         """Time the whole network of ``spec`` on the packed runtime (batch 1, this input size)."""
-        steady_heap()
         with threads_ctx(self.threads):
             probe = self.network_probe(spec)
-            return time_callable(probe,
-                                 warmup=self.warmup if warmup is None else warmup,
-                                 repeats=self.repeats if repeats is None else repeats,
-                                 clock=self._clock)
+        return self.time_probe(probe, warmup, repeats)
 
     def measure(self, spec: Any, warmup: Optional[int] = None, repeats: Optional[int] = None) -> float:
-        """Measured latency (ms) of the whole network of ``spec``: median of several runs."""
-        return self.measure_stats(spec, warmup, repeats).median_ms
+        """Measured latency (ms) of the whole network of ``spec``: its fastest single call."""
+        return self.measure_stats(spec, warmup, repeats).min_ms
 
     def summary(self) -> Dict[str, Any]:
         """Counts per kind and the context, for ``bsrnas lut show``."""

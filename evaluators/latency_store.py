@@ -5,15 +5,16 @@ string is ``json.dumps(key, sort_keys=True, separators=(",", ":"))`` — stable 
 Python versions and JSON round trips, and readable in error messages (``key_dict(string)``
 inverts it).
 
-File layout (``format`` = ``bsrnas-latency-table/1``)::
+File layout (``format`` = ``bsrnas-latency-table/2``; version 2 entries are timed in rotation,
+single calls, figure ``min_ms``: see ``latency_timing``; files of version 1 are refused)::
 
     {
-      "format": "bsrnas-latency-table/1",
+      "format": "bsrnas-latency-table/2",
       "context": {"cpu": "AMD EPYC", "isa": "avx2", "native": "<sha1[:12] of the extension>",
                   "threads": 2, "torch": "2.13.0+cpu",
                   "input_size": [3, 64, 64], "clock": "wall"},
       "entries": {"<canonical key>": {"median_ms": .., "min_ms": .., "q1_ms": .., "q3_ms": ..,
-                                      "max_ms": .., "repeats": 15, "number": 4}, ...}
+                                      "max_ms": .., "repeats": 25, "number": 1}, ...}
     }
 
 A table measured in one context is refused in another (``check_context``): a different CPU
@@ -32,7 +33,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from evaluators.latency_timing import TimingStats, slug
 
-FORMAT = "bsrnas-latency-table/1"
+FORMAT = "bsrnas-latency-table/2"
+FORMAT_TAG = "v2"  # in default file names, so caches of older formats are left alone
 CONTEXT_FIELDS = ("cpu", "isa", "native", "threads", "torch", "input_size", "clock")
 
 
@@ -90,13 +92,14 @@ def cache_dir() -> Path:
 
 
 def default_path(context: Mapping[str, Any]) -> Path:
-    """``<cache_dir>/<cpu-slug>-<isa>-<build>-t<threads>-<CxHxW>.json`` (``-cpuclock`` before
-    ``.json`` for a table timed with the CPU-time clock); a rebuilt kernel gets a new file."""
-    name = "{}-{}-{}-t{}-{}{}.json".format(
+    """``<cache_dir>/<cpu-slug>-<isa>-<build>-t<threads>-<CxHxW>[-cpuclock]-v2.json``
+    (``-cpuclock`` for a table timed with the CPU-time clock, ``v2`` the file format); a rebuilt
+    kernel gets a new file."""
+    name = "{}-{}-{}-t{}-{}{}-{}.json".format(
         slug(str(context["cpu"])), slug(str(context["isa"])), slug(str(context["native"])),
         context["threads"],
         format_input_size(tuple(context["input_size"])),
-        "-cpuclock" if context.get("clock", "wall") == "cpu" else "",
+        "-cpuclock" if context.get("clock", "wall") == "cpu" else "", FORMAT_TAG,
     )
     return cache_dir() / name
 
@@ -131,7 +134,8 @@ def load(path: Path) -> Tuple[Dict[str, Any], Dict[str, TimingStats]]:
         raise ValueError(f"latency table {path} is not valid JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         got = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"latency table {path} has format {got!r}; expected {FORMAT!r}")
+        raise ValueError(f"latency table {path} has format {got!r}; expected {FORMAT!r} (older "
+                         "tables were timed another way: rebuild it with `bsrnas lut build`)")
     context = data.get("context")
     if not isinstance(context, dict) or any(f not in context for f in CONTEXT_FIELDS):
         raise ValueError(f"latency table {path}: 'context' must hold the fields {list(CONTEXT_FIELDS)}")

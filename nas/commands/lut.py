@@ -1,19 +1,20 @@
 """``bsrnas lut``: build or inspect the latency table of the packed runtime.
 
     bsrnas lut build --space configs/space/default.yaml --input 3x64x64 [--threads N] [--out FILE]
-                     [--limit N | --sample N] [--seed S] [--repeats R] [--force] [--clock wall|cpu]
-                     [--rounds R]
+                     [--limit N | --sample N] [--seed S] [--repeats R] [--warmup W] [--force]
+                     [--clock wall|cpu]
     bsrnas lut show FILE
 
 ``build`` enumerates every distinct unit (layer configuration) the space can produce from the
 space definition (``evaluators.latency_enum.space_keys``), measures those the table lacks on the
-packed runtime (tqdm bar) and writes the table — by default to the cache path the search reuses
-(``~/.cache/bsrnas/latency/<cpu>-<isa>-<build>-t<threads>-<CxHxW>.json``, ``$BSRNAS_CACHE`` overrides the
+packed runtime in rotation (``R`` timed passes over the units, each unit once per pass, its
+figure the fastest call; see ``evaluators.latency``; tqdm bar) and writes the table — by default to the cache path the search reuses
+(``~/.cache/bsrnas/latency/<cpu>-<isa>-<build>-t<threads>-<CxHxW>-v2.json``, ``$BSRNAS_CACHE`` overrides the
 cache folder). The table is saved every ``SAVE_EVERY`` entries, so an interrupted build keeps
 what it measured and a rerun continues. ``--limit N`` measures only the first N missing units
 (in key order); ``--sample N`` measures N missing units drawn at random (``--seed``); either way
 the count of the whole set is printed first. ``show`` prints the context and per-kind counts
-and medians of a table file.
+and the fastest / median / slowest unit figures of a table file.
 """
 from __future__ import annotations
 
@@ -39,11 +40,9 @@ def add_arguments(p) -> None:
     b.add_argument("--sample", type=int, default=None,
                    help="measure N missing units drawn at random instead of all")
     b.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
-    b.add_argument("--repeats", type=int, default=15, help="timed samples per unit (default 15)")
-    b.add_argument("--warmup", type=int, default=3, help="untimed calls per unit (default 3)")
-    b.add_argument("--rounds", type=int, default=1,
-                   help="measure the units in R interleaved rounds (shuffled order each round) and "
-                        "keep the median of the round medians: steadier on a busy machine (default 1)")
+    b.add_argument("--repeats", type=int, default=25,
+                   help="timed passes over the units: single-call samples per unit (default 25)")
+    b.add_argument("--warmup", type=int, default=2, help="untimed passes first (default 2)")
     b.add_argument("--force", action="store_true", help="re-measure units already in the table")
     b.add_argument("--clock", default="wall", choices=("wall", "cpu"),
                    help="wall time (default) or process CPU time (one thread only; robust on a "
@@ -71,14 +70,13 @@ def _build(args) -> int:
     for name in ("threads", "limit", "sample"):
         _positive(name, getattr(args, name))
     _positive("repeats", args.repeats, allow_none=False)
-    _positive("rounds", args.rounds, allow_none=False)
     if args.warmup is None or args.warmup < 0:
         raise ValueError(f"--warmup: {args.warmup!r} given; allowed: an integer >= 0")
     if args.limit is not None and args.sample is not None:
         raise ValueError("--limit and --sample: give at most one of them")
     space = SearchSpace.from_yaml(args.space)
     table = LatencyTable(size, path=args.out, threads=args.threads, warmup=args.warmup,
-                         repeats=args.repeats, autosave=False, clock=args.clock, rounds=args.rounds)
+                         repeats=args.repeats, autosave=False, clock=args.clock)
     keys = space_keys(space, size)
     todo = keys if args.force else [k for k in keys if k not in table]
     print(f"space {args.space}: {len(keys)} distinct units at input {format_input_size(size)}; "
@@ -89,7 +87,7 @@ def _build(args) -> int:
         todo = sorted(random.Random(args.seed).sample(todo, min(args.sample, len(todo))))
     if args.limit is not None or args.sample is not None:
         print(f"measuring {len(todo)} of them (--limit/--sample)")
-    with tqdm(total=len(todo) * args.rounds, unit="unit", desc="lut build") as bar:
+    with tqdm(total=len(todo), unit="unit", desc="lut build") as bar:
         for start in range(0, len(todo), SAVE_EVERY):
             chunk = todo[start:start + SAVE_EVERY]
             table.measure_entries(chunk, force=args.force, progress=lambda _k: bar.update(1))
@@ -113,9 +111,10 @@ def _show(args) -> int:
     print(f"  {'entries':<10} {len(entries)}")
     per_kind: Dict[str, List[float]] = {}
     for key, stats in entries.items():
-        per_kind.setdefault(key_dict(key)["kind"], []).append(stats.median_ms)
+        per_kind.setdefault(key_dict(key)["kind"], []).append(stats.min_ms)
     if per_kind:
-        print(f"  {'kind':<10} {'count':>6} {'min ms':>10} {'median ms':>10} {'max ms':>10}")
+        print("  per kind, over its units' figures (fastest call, ms):")
+        print(f"  {'kind':<10} {'count':>6} {'fastest':>10} {'median':>10} {'slowest':>10}")
         for kind in sorted(per_kind):
             v = sorted(per_kind[kind])
             print(f"  {kind:<10} {len(v):>6} {v[0]:>10.4f} {statistics.median(v):>10.4f} {v[-1]:>10.4f}")

@@ -20,8 +20,8 @@ from torch import nn
 from evaluators import latency_store as store
 from evaluators.latency_enum import space_keys, spec_keys
 from evaluators.latency_keys import DROPPED, READ, conv_choices, conv_work, decompose
-from evaluators.latency_timing import (combine_rounds, quantile, steady_heap, summarize, threads,
-                                       time_callable)
+from evaluators.latency_timing import (MIN_ROTATION, combine_rounds, quantile, steady_heap, summarize,
+                                       threads, time_callable, time_rotation)
 from ops.choices import CHOICES, TRAINING_ONLY
 from space.builder import build
 from space.space import SearchSpace
@@ -249,9 +249,9 @@ def test_store_round_trip_and_default_path(tmp_path, monkeypatch):
     ctx, loaded = store.load(path)
     assert loaded == entries and tuple(ctx["input_size"]) == (3, 8, 8)
     monkeypatch.setenv("BSRNAS_CACHE", str(tmp_path / "cache"))
-    want = tmp_path / "cache" / "latency" / "test-cpu-avx2-0123abcd4567-t1-3x8x8.json"
+    want = tmp_path / "cache" / "latency" / "test-cpu-avx2-0123abcd4567-t1-3x8x8-v2.json"
     assert store.default_path(_ctx()) == want
-    assert store.default_path(_ctx(clock="cpu")).name == "test-cpu-avx2-0123abcd4567-t1-3x8x8-cpuclock.json"
+    assert store.default_path(_ctx(clock="cpu")).name == "test-cpu-avx2-0123abcd4567-t1-3x8x8-cpuclock-v2.json"
 
 
 @pytest.mark.parametrize("field, value", [("input_size", (3, 16, 16)), ("threads", 2),
@@ -301,6 +301,57 @@ def test_time_callable_with_a_fake_clock():
     assert stats.median_ms == pytest.approx(3e-3) and stats.min_ms == pytest.approx(1e-3)
     assert stats.max_ms == pytest.approx(9e-3)
     assert stats.q1_ms == pytest.approx(2e-3) and stats.q3_ms == pytest.approx(4e-3)
+
+
+def _fake_units(durations_ns):
+    """Probes that advance a fake clock by fixed durations, recording the order of calls."""
+    now, calls = [0], []
+
+    def make(name):
+        def fn():
+            calls.append(name)
+            now[0] += durations_ns[name](sum(c == name for c in calls))
+        return fn
+
+    return (lambda: now[0]), calls, {n: make(n) for n in durations_ns}
+
+
+def test_time_rotation_times_single_calls_in_passes():
+    """Each pass calls every unit once; warm-up passes are not timed; the statistics are those
+    of the single-call durations (the n-th call of a unit lasts a known time)."""
+    names = [f"u{i}" for i in range(MIN_ROTATION + 2)]
+    # unit i, call n (1-based): (i + 1) ms, plus n ms on the odd calls
+    clock, calls, probes = _fake_units(
+        {n: (lambda k, i=i: (i + 1 + (k if k % 2 else 0)) * 1_000_000) for i, n in enumerate(names)})
+    passes = []
+    stats = time_rotation(probes, samples=5, warmup=2, clock=clock, seed=3,
+                          progress=passes.append)
+    assert passes == list(range(1, 8))
+    assert len(calls) == 7 * len(names)
+    chunks = [calls[k * len(names):(k + 1) * len(names)] for k in range(7)]
+    assert all(sorted(c) == sorted(names) for c in chunks)  # every unit once per pass
+    assert len({tuple(c) for c in chunks}) > 1                # in changing orders
+    for i, n in enumerate(names):
+        want = [i + 1 + (k if k % 2 else 0) for k in range(3, 8)]  # timed calls 3..7
+        s = stats[n]
+        assert s.repeats == 5 and s.number == 1
+        assert s.min_ms == pytest.approx(min(want)) and s.max_ms == pytest.approx(max(want))
+        assert s.median_ms == pytest.approx(float(np.median(want)))
+
+
+def test_time_rotation_pads_few_units_with_fillers():
+    clock, calls, probes = _fake_units({"a": lambda k: 1000, "b": lambda k: 2000})
+    ran = []
+    fillers = [lambda i=i: ran.append(i) for i in range(MIN_ROTATION + 3)]
+    stats = time_rotation(probes, samples=4, warmup=1, clock=clock, fillers=fillers)
+    # 5 passes, each with the two units and MIN_ROTATION - 2 untimed fillers
+    assert len(calls) == 10 and len(ran) == 5 * (MIN_ROTATION - 2)
+    assert stats["a"].min_ms == pytest.approx(1e-3) and stats["b"].max_ms == pytest.approx(2e-3)
+    assert time_rotation({}, samples=3) == {}
+    with pytest.raises(ValueError, match="samples"):
+        time_rotation(probes, samples=0)
+    with pytest.raises(ValueError, match="warmup"):
+        time_rotation(probes, samples=1, warmup=-1)
 
 
 def test_combine_rounds_takes_the_median_of_round_medians():
