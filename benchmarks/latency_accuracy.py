@@ -1,7 +1,8 @@
 """Accuracy of the latency model: predicted vs measured whole-network latency on the packed runtime.
 
     python -m benchmarks.latency_accuracy [--specs 50] [--input 3x64x64] [--threads 1]
-                                          [--rounds 5] [--repeats 5] [--seed 0] [--clock cpu|wall]
+                                          [--rounds 5] [--repeats 5] [--network-repeats 10]
+                                          [--seed 0] [--clock cpu|wall]
                                           [--space configs/space/default.yaml] [--no-write]
 
 For ``--specs`` random specs of the space (``SearchSpace.random`` with ``--seed``):
@@ -10,8 +11,9 @@ For ``--specs`` random specs of the space (``SearchSpace.random`` with ``--seed`
    distinct units these specs need;
 2. in each of ``--rounds`` rounds, the units (in chunks, ``LatencyTable.measure_entries``: the
    table's own rotation protocol, ``--repeats`` timed passes) and the whole networks
-   (``LatencyTable.measure_stats``: ``--repeats`` single calls of
-   ``ops.native.compile(build(spec))`` on a random image) are timed in one shuffled order, a new
+   (``LatencyTable.time_probe``: ``--network-repeats`` single calls of
+   ``ops.native.compile(build(spec))`` on a random image; a network call lasts 10-100 times
+   longer than a unit call, so it gets more calls to meet a quiet moment of the machine) are timed in one shuffled order, a new
    one each round, so units and networks see the same mix of load from the other processes;
 3. a unit's figure and a network's measured latency are their fastest single call over all
    rounds (``latency_timing.combine_rounds``: min over rounds), as in ``LatencyTable``;
@@ -86,7 +88,7 @@ def run(args) -> Dict[str, object]:
                 for k in item:
                     per_key[k].append(table.stats(k))
             else:
-                per_spec[item].append(table.time_probe(networks[item]))
+                per_spec[item].append(table.time_probe(networks[item], repeats=args.network_repeats))
         print(f"round {r + 1}/{args.rounds} done", flush=True)
     for k, runs in per_key.items():
         table.set_stats(k, combine_rounds(runs))
@@ -109,7 +111,8 @@ def run(args) -> Dict[str, object]:
                "within_10pct_med": sum(abs(r["error_med"]) <= 0.10 for r in rows) / len(rows),
                "input": format_input_size(size), "threads": table.threads,
                "isa": table.context["isa"], "cpu": table.context["cpu"], "units": len(keys),
-               "rounds": args.rounds, "repeats": args.repeats, "clock": args.clock, "rows": rows,
+               "rounds": args.rounds, "repeats": args.repeats,
+               "network_repeats": args.network_repeats, "clock": args.clock, "rows": rows,
                "load": (load_before, os.getloadavg()[0])}
     return summary
 
@@ -127,7 +130,7 @@ def render(summary: Dict[str, object], command: str) -> str:
         f"{summary['input']} (batch 1), torch {torch.__version__}; {summary['specs']} random specs of "
         f"the space, {summary['units']} distinct table units; {summary['rounds']} rounds, each timing "
         f"every unit ({summary['repeats']} passes of the table's rotation) and every whole network "
-        f"({summary['repeats']} single calls) in a new shuffled order; a unit's figure and a "
+        f"({summary['network_repeats']} single calls) in a new shuffled order; a unit's figure and a "
         f"network's measured latency are their fastest single call over all rounds; clock "
         f"`{summary['clock']}` ({CLOCK_TEXT[summary['clock']]}). Machine load (1-min load average "
         f"on its {os.cpu_count()} cores, other helpers' jobs): {summary['load'][0]:.1f} at the start, "
@@ -167,15 +170,17 @@ def main(argv=None) -> int:
                    help="process CPU time (default; threads 1 only: on a shared machine it leaves out "
                         "the time spent waiting for a core, see evaluators.latency_timing) or wall time")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--network-repeats", type=int, default=10,
+                   help="single calls of each whole network per round (default 10)")
+    p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--space", default=str(REPO / "configs" / "space" / "default.yaml"))
     p.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
     p.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
     args = p.parse_args(argv)
-    for name in ("specs", "threads", "rounds", "repeats"):
+    for name in ("specs", "threads", "rounds", "repeats", "network_repeats"):
         if getattr(args, name) < 1:
-            p.error(f"--{name}: {getattr(args, name)} given; allowed: a positive integer")
+            p.error(f"--{name.replace('_', '-')}: {getattr(args, name)} given; allowed: a positive integer")
     try:
         summary = run(args)
     except ValueError as exc:

@@ -20,8 +20,7 @@ or, with ``strict=True``, ``predict`` raises ``ValueError`` naming the first mis
 table knows its context — CPU model, ISA path and build of the native kernel, thread count,
 torch version, LR input size, clock — and refuses a file measured in another one
 (``evaluators.latency_store``). Measurements run with ``torch.set_num_threads(threads)`` (the
-previous count is restored afterwards) on a steady heap (``latency_timing.steady_heap``: glibc
-keeps freed memory, so an allocation costs the same in a unit alone and inside a network).
+previous count is restored afterwards).
 
 Default file: ``<cache>/latency/<cpu>-<isa>-<build>-t<threads>-<CxHxW>.json`` where ``<cache>`` is
 ``$BSRNAS_CACHE`` or ``~/.cache/bsrnas`` (so searches on one machine share their tables).
@@ -38,7 +37,7 @@ from evaluators import latency_store as store
 from evaluators.latency_keys import decompose
 from evaluators.latency_probes import make_probe
 from evaluators.latency_timing import (MIN_ROTATION, TimingStats, clock_for, cpu_model,
-                                       steady_heap, threads as threads_ctx, time_callable,
+                                       threads as threads_ctx, time_callable,
                                        time_rotation)
 
 PathLike = Union[str, Path]
@@ -129,6 +128,7 @@ class LatencyTable:
         self.context = current_context(self.input_size, threads, clock)
         self.path = Path(path) if path is not None else store.default_path(self.context)
         self._entries: Dict[str, TimingStats] = {}
+        self._fillers: Optional[List[Callable[[], Any]]] = None
         if self.path.exists():
             stored, entries = store.load(self.path)
             store.check_context(self.path, stored, self.context)
@@ -161,17 +161,15 @@ class LatencyTable:
         ``progress``: an optional callable called with each key once it is measured (e.g. a
         tqdm bar's update). Saves the table when ``autosave`` and something was measured."""
         todo = [k for k in dict.fromkeys(keys) if force or k not in self._entries]
-        if todo:
-            steady_heap()
         with threads_ctx(self.threads):
-            fillers: List[Callable[[], Any]] = []
             for start in range(0, len(todo), ROTATION_CHUNK):
                 chunk = todo[start:start + ROTATION_CHUNK]
-                if len(chunk) < MIN_ROTATION and not fillers:
-                    fillers = [make_probe(k, self.threads) for k in filler_keys(self.input_size)]
+                if len(chunk) < MIN_ROTATION and self._fillers is None:  # built once, kept
+                    self._fillers = [make_probe(k, self.threads) for k in filler_keys(self.input_size)]
                 probes = {k: make_probe(store.key_dict(k), self.threads) for k in chunk}
                 stats = time_rotation(probes, samples=self.repeats, warmup=self.warmup,
-                                      clock=self._clock, fillers=fillers, seed=start + len(todo))
+                                      clock=self._clock, fillers=self._fillers or (),
+                                      seed=start + len(todo))
                 for key in chunk:
                     self._entries[key] = stats[key]
                     if progress is not None:
@@ -234,9 +232,8 @@ class LatencyTable:
 
     def time_probe(self, probe: Callable[[], Any], warmup: Optional[int] = None,
                    repeats: Optional[int] = None) -> TimingStats:
-        """Time ``probe`` in single calls with this table's threads and clock (steady heap):
+        """Time ``probe`` in single calls with this table's threads and clock:
         ``warmup`` untimed calls, then ``repeats`` timed ones (the table's defaults)."""
-        steady_heap()
         with threads_ctx(self.threads):
             return time_callable(probe, warmup=self.warmup if warmup is None else warmup,
                                  repeats=self.repeats if repeats is None else repeats,

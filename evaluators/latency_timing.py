@@ -29,16 +29,12 @@ on an idle core, but it does not count the time the process waits while other pr
 the core, so it is the robust choice on a shared, overloaded machine; with more threads it
 would add the threads' times up, so ``cpu`` is allowed only with one thread.
 
-Steady heap (``steady_heap``): the packed runtime allocates every activation anew (numpy and
-torch buffers of ~1 MB at 64 channels x 64 x 64). With glibc's defaults, freed buffers are
-returned to the kernel (trim / munmap) and the next forward page-faults them back in, at a cost
-that depends on the order of allocations of the whole network, so a conv timed alone and the
-same conv inside a network differ (measured here: ~3000 page faults per forward of a network of
-64 channels). Before measuring, the latency model therefore raises glibc's mmap and trim
-thresholds (``mallopt``) so freed memory stays in the process, as in a long-running inference
-server: allocation then costs the same alone and in a network. The setting is process-wide and
-permanent (memory is kept, not returned); it is a no-op where glibc is absent.
-``BSRNAS_STEADY_HEAP=0`` turns it off.
+Allocation: the packed runtime and torch allocate every activation anew, and glibc may hand
+large freed buffers back to the kernel, so a call can pay page faults. The rotation protocol and
+the fastest-call figure make that a non-issue: timed this way, 50 random networks matched the sum
+of their units within 10 % whether or not glibc was told to keep freed memory (an earlier
+version set ``mallopt`` process-wide for that; it was dropped as a side effect on the user's
+process with no measurable benefit, BENCHMARKS.md ``latency_accuracy``).
 
 ``threads(n)`` is a context manager that sets ``torch.set_num_threads(n)`` for the measurement
 and restores the previous count afterwards (the native runtime defaults to the same count).
@@ -46,10 +42,7 @@ and restores the previous count afterwards (the native runtime defaults to the s
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import math
-import os
 import platform
 import random
 import re
@@ -235,29 +228,6 @@ def threads(n: Optional[int]) -> Iterator[int]:
         yield n
     finally:
         torch.set_num_threads(previous)
-
-
-#: glibc mallopt parameters (malloc.h) and the values the steady heap uses
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-STEADY_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest allowed value on 64-bit
-STEADY_TRIM_THRESHOLD = 256 * 1024 * 1024
-_steady: Optional[bool] = None
-
-
-def steady_heap() -> bool:
-    """Keep freed memory in the process (see the module docstring); True when applied."""
-    global _steady
-    if _steady is None:
-        _steady = False
-        if os.environ.get("BSRNAS_STEADY_HEAP", "1") != "0":
-            try:
-                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-                ok = libc.mallopt(_M_MMAP_THRESHOLD, STEADY_MMAP_THRESHOLD)
-                ok &= libc.mallopt(_M_TRIM_THRESHOLD, STEADY_TRIM_THRESHOLD)
-                _steady = bool(ok)
-            except (OSError, AttributeError):
-                _steady = False
-    return _steady
 
 
 def cpu_model() -> str:

@@ -20,7 +20,7 @@ from torch import nn
 from evaluators import latency_store as store
 from evaluators.latency_enum import space_keys, spec_keys
 from evaluators.latency_keys import DROPPED, READ, conv_choices, conv_work, decompose
-from evaluators.latency_timing import (MIN_ROTATION, combine_rounds, quantile, steady_heap, summarize,
+from evaluators.latency_timing import (MIN_ROTATION, combine_rounds, quantile, summarize,
                                        threads, time_callable, time_rotation)
 from ops.choices import CHOICES, TRAINING_ONLY
 from space.builder import build
@@ -363,11 +363,6 @@ def test_combine_rounds_takes_the_median_of_round_medians():
     assert combine_rounds(rounds[:1]) == rounds[0]
     with pytest.raises(ValueError):
         combine_rounds([])
-
-
-def test_steady_heap_is_idempotent():
-    first = steady_heap()
-    assert steady_heap() is first
 
 
 def test_threads_context_restores():
