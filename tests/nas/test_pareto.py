@@ -1,7 +1,6 @@
 """nas.pareto against brute force and hand-computed values."""
 import itertools
 import json
-import os
 
 import pytest
 from hypothesis import given, settings

@@ -4,7 +4,6 @@ How closely: binarization decisions and integer convs are bit-identical (the run
 the plan's own float operations); the float epilogue differs from PyTorch only by float32
 rounding order, so outputs agree to rtol 1e-5 / atol 1e-4 of the output scale (checked below
 per layer and for whole models)."""
-import numpy as np
 import pytest
 import torch
 from torch import nn

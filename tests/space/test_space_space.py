@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from space import presets
-from space.spec import ArchSpec
 from space.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[2]
