@@ -14,8 +14,9 @@ quartiles, median, max). The figure of a unit, and of a network, is its fastest 
 
 Units are timed in rotation (``latency_timing.time_rotation``, up to ``ROTATION_CHUNK`` units at
 a time): ``warmup`` untimed passes, then ``repeats`` passes that each call every unit once in a
-new order, so a unit is timed in the cold state it has inside a network, not hot from a call of
-itself. Units a spec needs that the table lacks are measured on demand and the table is saved,
+new order, so a unit is timed in the state it has inside a network: its weights and code cold,
+not hot from a call of itself, and its inputs hot, rewritten just before the call (untimed) as
+the layer before it would have written them. Units a spec needs that the table lacks are measured on demand and the table is saved,
 or, with ``strict=True``, ``predict`` raises ``ValueError`` naming the first missing key. A
 table knows its context — CPU model, ISA path and build of the native kernel, thread count,
 torch version, LR input size, clock — and refuses a file measured in another one

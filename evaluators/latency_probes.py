@@ -1,8 +1,11 @@
 """Probes: for a latency key, the smallest runnable piece of network that does exactly its work.
 
-``make_probe(key, threads) -> fn`` returns a zero-argument callable that runs the unit once on
-an input of the key's shape (batch 1, random values: the work of every unit is independent of
-the values). Each probe is made from the same code that ``space.builder.build`` uses (its
+``make_probe(key, threads) -> Probe`` returns a zero-argument callable that runs the unit once
+on an input of the key's shape (batch 1, random values: the work of every unit is independent
+of the values). Its ``prepare()`` (run untimed before each timed call, see
+``latency_timing.time_rotation``) rewrites the unit's input tensors in place with the same
+values, so they sit in the core's caches as freshly written data: inside a network each unit
+reads what the unit before it has just written. Each probe is made from the same code that ``space.builder.build`` uses (its
 factory tables ``HEADS`` / ``TAILS`` and ``FPBlock``, ``ops.BinaryConv2d``) and is fed what the
 unit sees inside a network run by the packed runtime (``ops.native.compile``): activations in
 channels-last memory order (the runtime converts the input once and every layer keeps that
@@ -20,14 +23,30 @@ order), no autograd. So the sum of the units is the time of the compiled network
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping
+from typing import Any, Callable, Dict, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from evaluators.latency_keys import conv_choices
 
-Probe = Callable[[], Any]
+class Probe:
+    """A unit of work: ``probe()`` runs it once; ``prepare()`` rewrites its ``inputs`` in place
+    (``t.mul_(1.0)``: same values, every cache line read and written) so that the call that
+    follows finds them hot, as a unit inside a network finds the output of the unit before it."""
+
+    __slots__ = ("fn", "inputs")
+
+    def __init__(self, fn: Callable[[], Any], inputs: Sequence[torch.Tensor] = ()):
+        self.fn = fn
+        self.inputs = tuple(inputs)
+
+    def __call__(self) -> Any:
+        return self.fn()
+
+    def prepare(self) -> None:
+        for t in self.inputs:
+            t.mul_(1.0)
 
 
 def _input(c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -36,14 +55,14 @@ def _input(c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(1, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
 
 
-def _no_grad(module: nn.Module, *args: torch.Tensor) -> Probe:
+def _no_grad(module: nn.Module, *args: torch.Tensor, extra_inputs: Sequence[torch.Tensor] = ()) -> Probe:
     module = module.eval()
 
     def run() -> Any:
         with torch.no_grad():
             return module(*args)
 
-    return run
+    return Probe(run, args + tuple(extra_inputs))
 
 
 class _ConvWithHistory(nn.Module):
@@ -74,7 +93,8 @@ def _bconv(key: Mapping[str, Any], threads: int) -> Probe:
     # the converted module itself: the CompiledModel wrapper around it is paid once per
     # network (the ``overhead`` unit), not once per conv
     native = getattr(compiled, "module", compiled)
-    return _no_grad(native, _input(key["in"], key["h"], key["w"]))
+    # the BAM history too was written by the block's earlier convs shortly before
+    return _no_grad(native, _input(key["in"], key["h"], key["w"]), extra_inputs=native.history)
 
 
 class _NoWork(nn.Module):
@@ -91,7 +111,7 @@ class _NoWork(nn.Module):
 def _overhead(key: Mapping[str, Any], threads: int) -> Probe:
     compiled = _native().compile(_NoWork().eval(), threads=threads)
     x = torch.rand(1, 3, key["h"], key["w"], generator=torch.Generator().manual_seed(0))
-    return lambda: compiled(x)
+    return Probe(lambda: compiled(x), (x,))
 
 
 def _spec(scale: int, channels: int, tail: str):

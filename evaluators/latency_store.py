@@ -5,11 +5,12 @@ string is ``json.dumps(key, sort_keys=True, separators=(",", ":"))`` — stable 
 Python versions and JSON round trips, and readable in error messages (``key_dict(string)``
 inverts it).
 
-File layout (``format`` = ``bsrnas-latency-table/2``; version 2 entries are timed in rotation,
-single calls, figure ``min_ms``: see ``latency_timing``; files of version 1 are refused)::
+File layout (``format`` = ``bsrnas-latency-table/3``; version 3 entries are timed in rotation
+with hot inputs, single calls, figure ``min_ms``: see ``latency_timing``; files of versions 1
+and 2, timed another way, are refused)::
 
     {
-      "format": "bsrnas-latency-table/2",
+      "format": "bsrnas-latency-table/3",
       "context": {"cpu": "AMD EPYC", "isa": "avx2", "native": "<sha1[:12] of the extension>",
                   "threads": 2, "torch": "2.13.0+cpu",
                   "input_size": [3, 64, 64], "clock": "wall"},
@@ -33,8 +34,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from evaluators.latency_timing import TimingStats, slug
 
-FORMAT = "bsrnas-latency-table/2"
-FORMAT_TAG = "v2"  # in default file names, so caches of older formats are left alone
+FORMAT = "bsrnas-latency-table/3"
+FORMAT_TAG = "v3"  # in default file names, so caches of older formats are left alone
 CONTEXT_FIELDS = ("cpu", "isa", "native", "threads", "torch", "input_size", "clock")
 
 
@@ -92,8 +93,8 @@ def cache_dir() -> Path:
 
 
 def default_path(context: Mapping[str, Any]) -> Path:
-    """``<cache_dir>/<cpu-slug>-<isa>-<build>-t<threads>-<CxHxW>[-cpuclock]-v2.json``
-    (``-cpuclock`` for a table timed with the CPU-time clock, ``v2`` the file format); a rebuilt
+    """``<cache_dir>/<cpu-slug>-<isa>-<build>-t<threads>-<CxHxW>[-cpuclock]-v3.json``
+    (``-cpuclock`` for a table timed with the CPU-time clock, ``v3`` the file format); a rebuilt
     kernel gets a new file."""
     name = "{}-{}-{}-t{}-{}{}-{}.json".format(
         slug(str(context["cpu"])), slug(str(context["isa"])), slug(str(context["native"])),

@@ -10,8 +10,13 @@ the same choice). Median and quartiles are kept beside it to show the spread. Tw
     every timed call of a unit follows other units' work, as it does inside a network: its
     weights, code paths and branch history are as cold as there, not hot from calling it again.
     Fewer than ``MIN_ROTATION`` probes are padded with untimed filler probes to keep that true.
-    (Measured here: timing a unit by repeating it back to back made it 5-10 % faster than inside
-    a network, and predictions summed from such entries 5-9 % too low on average.)
+    Just before each call, untimed, a probe's ``prepare()`` (when it has one) rewrites the
+    unit's inputs in place, so they are hot in the caches as the previous unit's output is
+    inside a network. Measured on the two CPUs this project has run on (50 random specs, 64x64
+    input, one thread; BENCHMARKS.md ``latency_accuracy``): timing a unit back to back made it
+    5-10 % faster than inside a network (AMD Zen 3: predictions 5-9 % low); rotation with cold
+    inputs made it slower (Intel Xeon with AVX-512: predictions 5-7 % high on average, up to
+    +15 % for small networks); rotation with hot inputs removes both biases.
 
 ``time_callable(fn, warmup, repeats)`` — a whole network, or any callable
     ``warmup`` untimed calls, then ``repeats`` timed samples, each the mean over ``number`` calls
@@ -183,7 +188,8 @@ def time_rotation(
 
     ``samples`` timed passes after ``warmup`` untimed ones, each pass in a new order drawn from
     ``random.Random(seed)``; ``fillers`` are extra callables run untimed in every pass (used only
-    when there are fewer than ``MIN_ROTATION`` probes; pass enough of them). ``progress`` is
+    when there are fewer than ``MIN_ROTATION`` probes; pass enough of them); a probe's optional
+    ``prepare()`` runs untimed before each of its calls. ``progress`` is
     called with the number of the pass just finished (1 .. warmup + samples)."""
     _check_positive("samples", samples)
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
@@ -205,6 +211,9 @@ def time_rotation(
                 filler += 1
                 continue
             fn = probes[name]
+            prepare = getattr(fn, "prepare", None)
+            if prepare is not None:
+                prepare()
             start = clock()
             fn()
             elapsed = clock() - start

@@ -126,7 +126,7 @@ def test_lut_build_on_a_tiny_space_writes_a_table(tmp_path, capsys, monkeypatch)
     code, out, err = _cli(capsys, monkeypatch, tmp_path / "cache", "build", "--space", str(space),
                           "--input", "3x6x5", "--threads", "1", "--repeats", "3", "--warmup", "1")
     assert code == 0, err
-    files = list((tmp_path / "cache" / "latency").glob("*-t1-3x6x5-v2.json"))
+    files = list((tmp_path / "cache" / "latency").glob("*-t1-3x6x5-v3.json"))
     assert len(files) == 1 and str(files[0]) in out
     ctx, entries = store.load(files[0])
     want = space_keys(SearchSpace.from_yaml(space), (3, 6, 5))

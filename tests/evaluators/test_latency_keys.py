@@ -249,9 +249,9 @@ def test_store_round_trip_and_default_path(tmp_path, monkeypatch):
     ctx, loaded = store.load(path)
     assert loaded == entries and tuple(ctx["input_size"]) == (3, 8, 8)
     monkeypatch.setenv("BSRNAS_CACHE", str(tmp_path / "cache"))
-    want = tmp_path / "cache" / "latency" / "test-cpu-avx2-0123abcd4567-t1-3x8x8-v2.json"
+    want = tmp_path / "cache" / "latency" / "test-cpu-avx2-0123abcd4567-t1-3x8x8-v3.json"
     assert store.default_path(_ctx()) == want
-    assert store.default_path(_ctx(clock="cpu")).name == "test-cpu-avx2-0123abcd4567-t1-3x8x8-cpuclock-v2.json"
+    assert store.default_path(_ctx(clock="cpu")).name == "test-cpu-avx2-0123abcd4567-t1-3x8x8-cpuclock-v3.json"
 
 
 @pytest.mark.parametrize("field, value", [("input_size", (3, 16, 16)), ("threads", 2),
@@ -352,6 +352,53 @@ def test_time_rotation_pads_few_units_with_fillers():
         time_rotation(probes, samples=0)
     with pytest.raises(ValueError, match="warmup"):
         time_rotation(probes, samples=1, warmup=-1)
+
+
+def test_time_rotation_prepares_each_call_outside_the_timed_interval():
+    """``prepare`` runs just before every call of its probe (warm-up passes included) and its
+    time is not counted: here it advances the fake clock by a second, unit i by i + 1 ms."""
+    now, events = [0], []
+
+    class Unit:
+        def __init__(self, name, ms):
+            self.name, self.ms = name, ms
+
+        def __call__(self):
+            events.append(("call", self.name))
+            now[0] += self.ms * 1_000_000
+
+        def prepare(self):
+            events.append(("prepare", self.name))
+            now[0] += 10**9
+
+    units = {f"u{i}": Unit(f"u{i}", i + 1) for i in range(MIN_ROTATION)}
+    stats = time_rotation(units, samples=3, warmup=1, clock=lambda: now[0], seed=1)
+    assert len(events) == 2 * 4 * len(units)
+    for first, second in zip(events[::2], events[1::2]):
+        assert first[0] == "prepare" and second == ("call", first[1])
+    for i, n in enumerate(units):
+        assert stats[n].min_ms == pytest.approx(i + 1) and stats[n].max_ms == pytest.approx(i + 1)
+
+
+def test_probe_prepare_rewrites_its_inputs_with_the_same_values():
+    """A BAM conv's probe lists its input and the history it feeds the conv; ``prepare`` writes
+    each of them in place (version counter) and leaves the values as they were."""
+    from evaluators.latency_probes import make_probe
+
+    key = conv_work(LayerSpec(bam_depth=2), 16, 16, 3, 6, 5, pos=1)
+    assert key["bam"] == 2
+    probe = make_probe(key, threads=1)
+    assert len(probe.inputs) == 2  # x and one earlier map of the block
+    before = [t.clone() for t in probe.inputs]
+    versions = [t._version for t in probe.inputs]
+    out = probe()
+    probe.prepare()
+    assert all(t._version > v for t, v in zip(probe.inputs, versions))
+    assert all(torch.equal(t, b) for t, b in zip(probe.inputs, before))
+    assert torch.equal(probe(), out)
+    # the history the probe rewrites is the one its conv reads
+    probe.inputs[1].add_(1.0)
+    assert not torch.equal(probe(), out)
 
 
 def test_combine_rounds_takes_the_median_of_round_medians():
