@@ -25,7 +25,7 @@ else:
                      "ops/native/src/kernel_word.inc",
                      "ops/native/src/thread_pool.h"],
             cxx_std=17,
-            extra_compile_args=["-O3", "-ffp-contract=off"],
+            extra_compile_args=["-O3", "-ffp-contract=off", "-fno-predictive-commoning"],
         )
     ]
 

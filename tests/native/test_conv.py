@@ -51,10 +51,34 @@ def test_conv_int_fixed_shapes(isa, c, o, k, h, w):
 
 
 @pytest.mark.parametrize("isa", isa_params())
-def test_conv_masks_unused_channel_bits(isa):
+@pytest.mark.parametrize("c,o,k,h,w", [(32, 32, 3, 3, 37), (20, 8, 3, 4, 19), (1, 9, 3, 2, 26),
+                                       (31, 24, 1, 2, 17), (32, 40, 3, 1, 30), (17, 16, 3, 5, 5)])
+def test_conv_narrow_channels_wide_rows(isa, c, o, k, h, w):
+    """At most 32 channels (the avx512 path's 32-bit lanes, two tiles of 8 output channels per
+    register, an odd tile count pairing with zero weights), rows long enough for several full
+    register tiles plus a remainder, in every output mode, against the float conv of the signs."""
+    g = torch.Generator().manual_seed(c * 100 + o)
+    x = torch.randn(2, c, h, w, generator=g)
+    wt = torch.randn(o, c, k, k, generator=g)
+    offsets = torch.randn(2, c, generator=g).round(decimals=1)
+    xb, wb = native.pack_activations(x, offsets), native.pack_weights(wt)
+    ints = native.conv2d(xb, wb, c, o, mode="int", isa=isa, threads=2)
+    for p in range(2):
+        np.testing.assert_array_equal(ints[p], torch_binary_conv(x - offsets[p].view(1, -1, 1, 1), wt).numpy())
+    kw = dict(part_scale=torch.randn(2, o, generator=g), bias=torch.randn(o, generator=g),
+              out_threshold=torch.randn(o, generator=g))
+    for mode in ("float", "packed"):
+        want = reference.conv2d(xb, wb, c, o, mode=mode, **{n: v.numpy() for n, v in kw.items()})
+        np.testing.assert_array_equal(native.conv2d(xb, wb, c, o, mode=mode, isa=isa, threads=2, **kw),
+                                      want, err_msg=mode)
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("c", [70, 20, 32])
+def test_conv_masks_unused_channel_bits(isa, c):
     """Garbage in the bits past the last channel must not change the result."""
-    c, o = 70, 16
-    x = torch.randn(1, c, 6, 7)
+    o = 16
+    x = torch.randn(1, c, 6, 21)
     wt = torch.randn(o, c, 3, 3)
     xb = native.pack_activations(x)
     dirty = xb | (np.uint64(0xFFFFFFFFFFFFFFFF) << np.uint64(c % 64)) * (np.arange(xb.shape[-1]) == xb.shape[-1] - 1)

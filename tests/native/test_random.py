@@ -28,13 +28,14 @@ def test_pack_random(shape, parts, kind, channels_last, seed):
         np.testing.assert_array_equal(native.pack_activations(x, offsets, tmap, isa=isa, threads=2), want)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(shape=shapes, o=st.integers(1, 70), k=st.sampled_from([1, 3]), parts=st.integers(1, 3),
        act=st.sampled_from(["none", "prelu"]), act_at=st.sampled_from(["after_skip", "before_skip"]),
        use_spatial=st.booleans(), repeat=st.sampled_from([0, 1, 2, 5]),
        mode=st.sampled_from(["float", "packed"]), layout=st.sampled_from(["nchw", "nhwc"]),
-       seed=st.integers(0, 2**16))
-def test_fused_conv_random(shape, o, k, parts, act, act_at, use_spatial, repeat, mode, layout, seed):
+       residual_cl=st.booleans(), seed=st.integers(0, 2**16))
+def test_fused_conv_random(shape, o, k, parts, act, act_at, use_spatial, repeat, mode, layout,
+                           residual_cl, seed):
     n, c, h, w = shape
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
@@ -46,6 +47,8 @@ def test_fused_conv_random(shape, o, k, parts, act, act_at, use_spatial, repeat,
         kw["spatial"] = r(n, 1, h, w)
     if repeat and o % repeat == 0:
         kw["residual"], kw["repeat"] = r(n, o // repeat, h, w), repeat
+        if residual_cl:  # channels-last residual: contiguous channels (the runtime's layout)
+            kw["residual"] = kw["residual"].contiguous(memory_format=torch.channels_last)
     want = reference.conv2d(xb, wb, c, o, mode=mode, act=act, act_at=act_at,
                             **{key: (v.numpy() if isinstance(v, torch.Tensor) else v) for key, v in kw.items()})
     for isa in runnable_isas():

@@ -22,6 +22,7 @@ static inline __m256i popcount_bytes(__m256i v, __m256i lut, __m256i low) {
 
 struct Isa {
     static const int NP = 4;
+    static const bool HALF = false;  // no 32-bit-lane path
     template <int NPT, bool MASK>
     static void tile(const uint64_t* const* xr, const uint64_t* const* wr, int nrows, int nwords,
                      int Cw, const uint64_t* maskj, int64_t xoff, int32_t* pop) {

@@ -13,9 +13,13 @@ namespace {
 
 struct Isa {
     static const int NP = 8;
-    template <int NPT, bool MASK>
-    static void tile(const uint64_t* const* xr, const uint64_t* const* wr, int nrows, int nwords,
-                     int Cw, const uint64_t* maskj, int64_t xoff, int32_t* pop) {
+    static const bool HALF = true;
+    // CW: words per pixel when known at compile time (1: pixels are consecutive words, one
+    // base register serves the whole tile), 0 = the run-time Cw.
+    template <int NPT, bool MASK, int CW>
+    static void tile_cw(const uint64_t* const* xr, const uint64_t* const* wr, int nrows, int nwords,
+                        int Cw, const uint64_t* maskj, int64_t xoff, int32_t* pop) {
+        const int64_t cw = CW ? CW : Cw;
         __m512i acc[NPT];
         for (int i = 0; i < NPT; ++i) acc[i] = _mm512_setzero_si512();
         for (int r = 0; r < nrows; ++r) {
@@ -24,17 +28,47 @@ struct Isa {
             for (int j = 0; j < nwords; ++j) {
                 const __m512i w = _mm512_loadu_si512((const void*)(wp + (int64_t)j * 8));
                 for (int i = 0; i < NPT; ++i) {
-                    uint64_t xs = xp[(int64_t)i * Cw + j];
+                    uint64_t xs = xp[i * cw + j];
                     if (MASK) xs &= maskj[j];
                     const __m512i xv = _mm512_set1_epi64((long long)xs);
                     acc[i] = _mm512_add_epi64(acc[i], _mm512_popcnt_epi64(_mm512_xor_si512(xv, w)));
                 }
             }
         }
+        for (int i = 0; i < NPT; ++i)  // lane sums < 2^31: narrow to int32 in one instruction
+            _mm256_storeu_si256((__m256i*)(pop + i * 8), _mm512_cvtepi64_epi32(acc[i]));
+    }
+    template <int NPT, bool MASK>
+    static void tile(const uint64_t* const* xr, const uint64_t* const* wr, int nrows, int nwords,
+                     int Cw, const uint64_t* maskj, int64_t xoff, int32_t* pop) {
+        if (Cw == 1)
+            tile_cw<NPT, MASK, 1>(xr, wr, nrows, nwords, Cw, maskj, xoff, pop);
+        else
+            tile_cw<NPT, MASK, 0>(xr, wr, nrows, nwords, Cw, maskj, xoff, pop);
+    }
+    // C <= 32: vpopcntd on 16 x 32-bit lanes = two tiles of 8 output channels per zmm, so no
+    // lane counts the empty upper half of a word (twice the channels per instruction).
+    template <int NPT, bool MASK>
+    static void tile_half(const uint64_t* const* xr, const uint32_t* const* wr, int nrows, int nwords,
+                          const uint64_t* maskj, int64_t xoff, int32_t* pop0, int32_t* pop1) {
+        __m512i acc[NPT];
+        for (int i = 0; i < NPT; ++i) acc[i] = _mm512_setzero_si512();
+        for (int r = 0; r < nrows; ++r) {
+            const uint64_t* xp = xr[r] + xoff;
+            const uint32_t* wp = wr[r];
+            for (int j = 0; j < nwords; ++j) {
+                const __m512i w = _mm512_loadu_si512((const void*)(wp + (int64_t)j * 16));
+                for (int i = 0; i < NPT; ++i) {
+                    uint64_t xs = xp[i + j];
+                    if (MASK) xs &= maskj[j];
+                    const __m512i xv = _mm512_set1_epi32((int)(uint32_t)xs);
+                    acc[i] = _mm512_add_epi32(acc[i], _mm512_popcnt_epi32(_mm512_xor_si512(xv, w)));
+                }
+            }
+        }
         for (int i = 0; i < NPT; ++i) {
-            alignas(64) uint64_t t[8];
-            _mm512_store_si512((void*)t, acc[i]);
-            for (int o = 0; o < 8; ++o) pop[i * 8 + o] = (int32_t)t[o];
+            _mm256_storeu_si256((__m256i*)(pop0 + i * 8), _mm512_castsi512_si256(acc[i]));
+            _mm256_storeu_si256((__m256i*)(pop1 + i * 8), _mm512_extracti64x4_epi64(acc[i], 1));
         }
     }
     static uint64_t pack_word(const float* x, const float* m, const float* off, int nb);
