@@ -23,7 +23,7 @@ order), no autograd. So the sum of the units is the time of the compiled network
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -31,20 +31,26 @@ from torch import nn
 from evaluators.latency_keys import conv_choices
 
 class Probe:
-    """A unit of work: ``probe()`` runs it once; ``prepare()`` rewrites its ``inputs`` in place
-    (``t.mul_(1.0)``: same values, every cache line read and written) so that the call that
-    follows finds them hot, as a unit inside a network finds the output of the unit before it."""
+    """A unit of work: ``probe()`` runs it once; ``prepare()`` first runs its ``lead`` (when
+    set: a callable standing for the layer before it in a network), then rewrites its
+    ``inputs`` in place (``t.mul_(1.0)``: same values, every cache line read and written) so
+    that the call that follows finds them hot, as a unit inside a network finds the output of
+    the unit before it."""
 
-    __slots__ = ("fn", "inputs")
+    __slots__ = ("fn", "inputs", "lead")
 
-    def __init__(self, fn: Callable[[], Any], inputs: Sequence[torch.Tensor] = ()):
+    def __init__(self, fn: Callable[[], Any], inputs: Sequence[torch.Tensor] = (),
+                 lead: Optional[Callable[[], Any]] = None):
         self.fn = fn
         self.inputs = tuple(inputs)
+        self.lead = lead
 
     def __call__(self) -> Any:
         return self.fn()
 
     def prepare(self) -> None:
+        if self.lead is not None:
+            self.lead()
         for t in self.inputs:
             t.mul_(1.0)
 

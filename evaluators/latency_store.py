@@ -13,14 +13,15 @@ and 2, timed another way, are refused)::
       "format": "bsrnas-latency-table/3",
       "context": {"cpu": "AMD EPYC", "isa": "avx2", "native": "<sha1[:12] of the extension>",
                   "threads": 2, "torch": "2.13.0+cpu",
-                  "input_size": [3, 64, 64], "clock": "wall"},
+                  "input_size": [3, 64, 64], "clock": "wall", "heap": "steady"},
       "entries": {"<canonical key>": {"median_ms": .., "min_ms": .., "q1_ms": .., "q3_ms": ..,
                                       "max_ms": .., "repeats": 25, "number": 1}, ...}
     }
 
 A table measured in one context is refused in another (``check_context``): a different CPU
 model, ISA path or build (file hash) of the native kernel, thread count, torch version (the FP layers run through it),
-input size or clock (``wall`` time, or ``cpu`` time of the process, see ``latency_timing``) gives a ``ValueError`` that names the field, both values and how to build a table
+input size, clock (``wall`` time, or ``cpu`` time of the process, see ``latency_timing``) or heap
+policy (``steady`` or ``default``, see ``ops.native.heap``) gives a ``ValueError`` that names the field, both values and how to build a table
 for the current context. Files are written atomically (temporary file + ``os.replace``) so an
 interrupted build never leaves a truncated table.
 """
@@ -36,7 +37,7 @@ from evaluators.latency_timing import TimingStats, slug
 
 FORMAT = "bsrnas-latency-table/3"
 FORMAT_TAG = "v3"  # in default file names, so caches of older formats are left alone
-CONTEXT_FIELDS = ("cpu", "isa", "native", "threads", "torch", "input_size", "clock")
+CONTEXT_FIELDS = ("cpu", "isa", "native", "threads", "torch", "input_size", "clock", "heap")
 
 
 def canonical_key(key: Mapping[str, Any]) -> str:
@@ -93,14 +94,16 @@ def cache_dir() -> Path:
 
 
 def default_path(context: Mapping[str, Any]) -> Path:
-    """``<cache_dir>/<cpu-slug>-<isa>-<build>-t<threads>-<CxHxW>[-cpuclock]-v3.json``
-    (``-cpuclock`` for a table timed with the CPU-time clock, ``v3`` the file format); a rebuilt
+    """``<cache_dir>/<cpu-slug>-<isa>-<build>-t<threads>-<CxHxW>[-cpuclock][-defaultheap]-v3.json``
+    (``-cpuclock`` for a table timed with the CPU-time clock, ``-defaultheap`` for one measured
+    with ``BSRNAS_STEADY_HEAP=0``, ``v3`` the file format); a rebuilt
     kernel gets a new file."""
     name = "{}-{}-{}-t{}-{}{}-{}.json".format(
         slug(str(context["cpu"])), slug(str(context["isa"])), slug(str(context["native"])),
         context["threads"],
         format_input_size(tuple(context["input_size"])),
-        "-cpuclock" if context.get("clock", "wall") == "cpu" else "", FORMAT_TAG,
+        ("-cpuclock" if context.get("clock", "wall") == "cpu" else "")
+        + ("-defaultheap" if context.get("heap", "steady") != "steady" else ""), FORMAT_TAG,
     )
     return cache_dir() / name
 
@@ -116,7 +119,7 @@ def check_context(path: Path, stored: Mapping[str, Any], wanted: Mapping[str, An
             raise ValueError(
                 f"latency table {path} was measured for {name}={have!r}, but this table is for "
                 f"{name}={want!r}; a table only predicts for the CPU, native kernel (ISA, build), "
-                f"thread count, torch version, input size and clock it was measured with — build one for this context with "
+                f"thread count, torch version, input size, clock and heap policy it was measured with — build one for this context with "
                 f"`bsrnas lut build --input {format_input_size(tuple(wanted['input_size']))} "
                 f"--threads {wanted['threads']}` or pass another path"
             )

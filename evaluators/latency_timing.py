@@ -34,12 +34,12 @@ on an idle core, but it does not count the time the process waits while other pr
 the core, so it is the robust choice on a shared, overloaded machine; with more threads it
 would add the threads' times up, so ``cpu`` is allowed only with one thread.
 
-Allocation: the packed runtime and torch allocate every activation anew, and glibc may hand
-large freed buffers back to the kernel, so a call can pay page faults. The rotation protocol and
-the fastest-call figure make that a non-issue: timed this way, 50 random networks matched the sum
-of their units within 10 % whether or not glibc was told to keep freed memory (an earlier
-version set ``mallopt`` process-wide for that; it was dropped as a side effect on the user's
-process with no measurable benefit, BENCHMARKS.md ``latency_accuracy``).
+Allocation: the packed runtime and torch allocate every activation anew. The runtime makes the
+process heap steady (``ops.native.heap``: glibc keeps freed memory for reuse), and the table
+applies the same policy before it measures, so units and networks are timed without the page
+faults that glibc's default policy adds to a forward in a way no per-unit table can predict
+(measured: ~1,450 faults and +38 % on one small network). The policy is part of a table's
+context.
 
 ``threads(n)`` is a context manager that sets ``torch.set_num_threads(n)`` for the measurement
 and restores the previous count afterwards (the native runtime defaults to the same count).

@@ -17,7 +17,9 @@ compiled into the one extension; which can *execute* depends on the CPU (``info(
 An AMD Zen 3 CPU, for instance, has AVX2 but no AVX-512: the AVX-512 path is built but cannot run.
 
 Entry points: ``pack_activations``, ``pack_weights``, ``conv2d`` (see ``kernels.py``), the
-reference implementations in ``reference.py``, and ``compile(model)`` (``runtime.py``).
+reference implementations in ``reference.py``, and ``compile(model)`` (``runtime.py``), which
+also makes the process heap steady (``heap.py``: freed memory is reused instead of page-faulted
+back in; ``BSRNAS_STEADY_HEAP=0`` leaves glibc's defaults).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from typing import Any, Dict
 from ops.native.kernels import (BUILD_ERROR, ISAS, conv2d, default_threads, pack_activations,
                                 pack_weights, resolve_isa)
 from ops.native import kernels as _kernels
+from ops.native.heap import heap_state, steady_heap
 
 BIT_CONVENTION = "bit set = -1 (x - threshold < 0); channels packed NHWC into uint64, bit c%64 of word c//64"
 
@@ -36,11 +39,12 @@ def info() -> Dict[str, Any]:
     in use, or an error text when ``BSRNAS_ISA`` names one the CPU lacks), ``supported``
     (paths this CPU can execute), ``compiled`` (paths in the binary), ``forced`` (the
     ``BSRNAS_ISA`` value or None), ``threads`` (the thread count a call uses when given none:
-    ``torch.get_num_threads()`` now), ``cpu`` (feature flags), ``note`` and ``bit_convention``."""
+    ``torch.get_num_threads()`` now), ``heap`` (``steady``, ``default`` or ``undecided`` before
+    the first ``compile``: see ``heap.py``), ``cpu`` (feature flags), ``note`` and ``bit_convention``."""
     ext = _kernels._ext
     forced = os.environ.get("BSRNAS_ISA") or None
     out: Dict[str, Any] = {"built": ext is not None, "forced": forced,
-                           "threads": _kernels.default_threads(),
+                           "threads": _kernels.default_threads(), "heap": heap_state(),
                            "bit_convention": BIT_CONVENTION, "compiled": list(ISAS) if ext else []}
     try:
         out["isa"] = resolve_isa()
@@ -66,4 +70,4 @@ def compile(model, threads=None, channels_last=True):  # noqa: A001 - the name t
 
 
 __all__ = ["info", "compile", "pack_activations", "pack_weights", "conv2d", "resolve_isa",
-           "default_threads", "ISAS", "BIT_CONVENTION"]
+           "default_threads", "steady_heap", "heap_state", "ISAS", "BIT_CONVENTION"]

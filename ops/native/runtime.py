@@ -30,6 +30,7 @@ from torch import nn
 
 from ops.conv import BinaryConv2d
 from ops.native import kernels
+from ops.native.heap import steady_heap
 from ops.thresholds import box_mean
 
 
@@ -154,9 +155,11 @@ def compile(model: nn.Module, threads: Optional[int] = None,  # noqa: A001
             channels_last: bool = True) -> CompiledModel:
     """Packed runtime of ``model`` (any module made of ``ops`` layers and ordinary PyTorch
     layers, e.g. a bare ``nn.Sequential(BinaryConv2d(...))``). ``threads``: kernel threads per
-    call (default ``torch.get_num_threads()`` at call time). The model itself is not changed."""
+    call (default ``torch.get_num_threads()`` at call time). The model itself is not changed.
+    Makes the process heap steady (``ops.native.heap``) unless ``BSRNAS_STEADY_HEAP=0``."""
     if threads is not None:
         kernels.default_threads(threads)
     if not isinstance(channels_last, bool):
         raise ValueError(f"channels_last: {channels_last!r} given; allowed: True, False")
+    steady_heap()  # freed activations are reused, not page-faulted back in (ops/native/heap.py)
     return CompiledModel(convert(model, threads), channels_last)

@@ -55,6 +55,43 @@ def test_two_tables_on_one_file_keep_each_others_entries(tmp_path):
     assert set(_table(tmp_path).keys()) == set(ka) | set(kb)
 
 
+def test_units_rotate_within_their_family_and_fp_units_get_a_binary_lead(tmp_path, monkeypatch):
+    """Binary convs are timed only among binary convs (and bconv fillers); every other unit
+    among FP units (and FP fillers), each of its calls led by an untimed binary conv."""
+    import evaluators.latency as latency
+    from evaluators.latency_probes import Probe
+
+    kind_of, rotations = {}, []
+
+    def fake_probe(key, threads):
+        probe = Probe(lambda: None)
+        kind_of[id(probe)] = key["kind"]
+        return probe
+
+    def fake_rotation(probes, samples, warmup, clock, fillers, seed):
+        rotations.append((dict(probes), list(fillers)))
+        return {k: latency.TimingStats(1.0, 1.0, 1.0, 1.0, 1.0, samples, 1) for k in probes}
+
+    monkeypatch.setattr(latency, "make_probe", fake_probe)
+    monkeypatch.setattr(latency, "time_rotation", fake_rotation)
+    table = _table(tmp_path, autosave=False)
+    spec = _tiny_spec(parts=2, skip="fp")
+    keys = table.entries(spec)
+    table.measure_entries(keys)
+    assert set(table.keys()) == set(keys)
+    assert len(rotations) == 2  # one per family: a handful of units each
+    for probes, fillers in rotations:
+        families = {"bconv" if kind_of[id(p)] == "bconv" else "fp" for p in probes.values()}
+        assert len(families) == 1
+        fam = families.pop()
+        assert fillers and {("bconv" if kind_of[id(f)] == "bconv" else "fp") for f in fillers} == {fam}
+        for probe in probes.values():
+            if fam == "fp":
+                assert probe.lead is not None and kind_of[id(probe.lead)] == "bconv"
+            else:
+                assert probe.lead is None
+
+
 def test_predict_is_the_sum_of_the_entries(tmp_path):
     table = _table(tmp_path)
     for spec in (_tiny_spec(), _tiny_spec(rescale="both", norm="bn"),
