@@ -139,11 +139,30 @@ def _row(r: Dict[str, Any]) -> Dict[str, Any]:
     return {k: r.get(k) for k in TABLE_COLUMNS}
 
 
-def format_table(members: Sequence[Dict[str, Any]]) -> str:
-    """A fixed-width text table of the front (one line per member)."""
-    head = ["trial", "psnr_y", "latency_ms", "bops", "params", "model_bytes", "preset"]
-    lines = [head]
+def _same_architecture(members: Sequence[Dict[str, Any]]) -> List[Tuple[Dict[str, Any], List[int]]]:
+    """Members grouped by architecture (their ``spec``), in order: each first trial with the
+    numbers of the later trials that sampled the same spec (the sampler may propose a design
+    again; such a trial reuses the first one's quality and lands on the same point)."""
+    groups: Dict[str, Tuple[Dict[str, Any], List[int]]] = {}
     for r in members:
+        key = json.dumps(r.get("spec"), sort_keys=True) if r.get("spec") is not None else f"trial:{r['trial']}"
+        if key in groups:
+            groups[key][1].append(int(r["trial"]))
+        else:
+            groups[key] = (r, [])
+    return list(groups.values())
+
+
+def format_table(members: Sequence[Dict[str, Any]]) -> str:
+    """A fixed-width text table of the front: one line per architecture (trials that sampled
+    the same spec again are listed in a last column, ``same spec``)."""
+    head = ["trial", "psnr_y", "latency_ms", "bops", "params", "model_bytes", "preset"]
+    grouped = _same_architecture(members)
+    repeats = any(again for _, again in grouped)
+    if repeats:
+        head.append("same spec")
+    lines = [head]
+    for r, again in grouped:
         lines.append([
             str(r["trial"]),
             f"{float(r['psnr_y']):.3f}",
@@ -152,7 +171,7 @@ def format_table(members: Sequence[Dict[str, Any]]) -> str:
             "-" if r.get("params") is None else str(int(r["params"])),
             "-" if r.get("model_bytes") is None else str(int(r["model_bytes"])),
             r.get("preset") or "-",
-        ])
+        ] + ([", ".join(map(str, again)) or "-"] if repeats else []))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(cell.rjust(w) if i < 6 else cell.ljust(w)
                                for i, (cell, w) in enumerate(zip(line, widths))).rstrip()

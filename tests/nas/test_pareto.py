@@ -96,3 +96,17 @@ def test_write_all(tmp_path):
     assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     table = pareto.format_table(members)
     assert "e2fif" in table and len(table.splitlines()) == 3
+
+
+def test_table_shows_one_line_per_architecture():
+    """Trials that sampled the same spec again sit on the same point: one line, the later trial
+    numbers in the 'same spec' column; without repeats the column is absent."""
+    a, b, c = rec(3, 31, 2), rec(5, 31, 2), rec(7, 32, 3)
+    b["spec"] = a["spec"]
+    members = pareto.front([a, b, c])
+    assert [m["trial"] for m in members] == [3, 5, 7]  # the front itself keeps both
+    lines = pareto.format_table(members).splitlines()
+    assert lines[0].split()[-2:] == ["same", "spec"] and len(lines) == 3
+    assert lines[1].split()[0] == "3" and lines[1].split()[-1] == "5"
+    assert lines[2].split()[0] == "7" and lines[2].split()[-1] == "-"
+    assert "same spec" not in pareto.format_table([a, c])
