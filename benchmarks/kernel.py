@@ -20,7 +20,7 @@ thread count (``--threads``, default 2 = this machine's cores):
 Every time is the median of several runs (at least 3, up to 15, about 0.3 s of work per
 figure), native and PyTorch measured one after the other in the same run. The
 instruction-set comparison (``avx2`` nibble lookup vs ``popcnt`` scalar loop) is measured in the
-same way on the 64 -> 64, 3x3, 128x128 layer.
+same way on the 64 -> 64 and 32 -> 32, 3x3, 128x128 layers.
 
 Whole network: binary SRResNet-style x2 model (FP head conv 3->C, N ``ops.BinaryBlock`` of two
 binary 3x3 convs with BN, FP skip and leaky ReLU (E2FIF), block residual, FP tail: conv C->4C,
@@ -244,19 +244,22 @@ def main(argv=None) -> int:
                        f"| {fmt(t['fp32_cpu'] / t['conv_cpu'], 1)} | {fmt(t['bf16'] / layer, 1)} |")
                 print(row, flush=True)
                 lines.append(row)
-    # instruction-set paths on the target layer
-    lines += ["", "Paths on the 64 -> 64, 3x3, 128x128 layer (conv only, same run):", "",
-              "| path | threads | conv ms | conv CPU ms | bMAC/cycle/core |", "|---|---|---|---|---|"]
-    macs = 64 * 64 * 9 * 128 * 128
+    # instruction-set paths on the target layer, and on 32 channels (32-bit lanes: avx512, avx2)
+    lines += ["", "Paths on the C -> C, 3x3, 128x128 layer for C = 64 (the target layer) and C = 32 "
+              "(conv only, same run):", "",
+              "| C | path | threads | conv ms | conv CPU ms | bMAC/cycle/core |", "|---|---|---|---|---|---|"]
     walls = {}
-    for path in info["supported"]:
-        for th in sorted({1, args.threads}):
-            t = layer_case(64, 128, 3, th, path, with_torch=False)
-            walls[path, th] = t["conv"]
-            row = (f"| {path} | {th} | {fmt(t['conv'], 3)} | {fmt(t['conv_cpu'], 3)} "
-                   f"| {fmt(macs / (t['conv_cpu'] * 1e-3) / (mhz * 1e6), 1)} |")
-            print(row, flush=True)
-            lines.append(row)
+    for c in (64, 32):
+        macs = c * c * 9 * 128 * 128
+        for path in info["supported"]:
+            for th in sorted({1, args.threads}):
+                t = layer_case(c, 128, 3, th, path, with_torch=False)
+                if c == 64:
+                    walls[path, th] = t["conv"]
+                row = (f"| {c} | {path} | {th} | {fmt(t['conv'], 3)} | {fmt(t['conv_cpu'], 3)} "
+                       f"| {fmt(macs / (t['conv_cpu'] * 1e-3) / (mhz * 1e6), 1)} |")
+                print(row, flush=True)
+                lines.append(row)
     if args.threads > 1 and (isa, 1) in walls:
         lines += ["", f"Thread scaling of `{isa}` on this layer: {args.threads} threads are "
                   f"{walls[isa, 1] / walls[isa, args.threads]:.2f}x faster than 1. When this is near 1 "

@@ -22,7 +22,7 @@ static inline __m256i popcount_bytes(__m256i v, __m256i lut, __m256i low) {
 
 struct Isa {
     static const int NP = 4;
-    static const bool HALF = false;  // no 32-bit-lane path
+    static const bool HALF = true;
     template <int NPT, bool MASK>
     static void tile(const uint64_t* const* xr, const uint64_t* const* wr, int nrows, int nwords,
                      int Cw, const uint64_t* maskj, int64_t xoff, int32_t* pop) {
@@ -99,6 +99,55 @@ struct Isa {
             for (int o = 0; o < 8; ++o) pop[i * 8 + o] = (int32_t)tot[i][o];
         if (HYB)
             for (int o = 0; o < 8; ++o) pop[NV * 8 + o] = (int32_t)sacc[o];
+    }
+    // C <= 32 (one word per tap, its upper half empty): 8 x 32-bit lanes per ymm, so one ymm
+    // holds a tile of 8 output channels (two tiles per weight row of 16 lanes) instead of two;
+    // byte counters are summed per 32-bit lane (vpmaddubsw + vpmaddwd). All pixels of the tile
+    // run on the vector pipes: a scalar 4th pixel would need 16 popcounts per word here, and
+    // measured 24 % slower (Intel Xeon, 32 -> 32 3x3 on 128x128).
+    template <int NPT, bool MASK>
+    static void tile_half(const uint64_t* const* xr, const uint32_t* const* wr, int nrows, int nwords,
+                          const uint64_t* maskj, int64_t xoff, int32_t* pop0, int32_t* pop1) {
+        const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                             0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+        const __m256i low = _mm256_set1_epi8(0x0f);
+        const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+        __m256i acc[NPT][2], tot[NPT][2];
+        for (int i = 0; i < NPT; ++i) acc[i][0] = acc[i][1] = tot[i][0] = tot[i][1] = _mm256_setzero_si256();
+        auto flush = [&]() {  // byte counters (at most 31 words of 8 bits each) -> 32-bit lanes
+            for (int i = 0; i < NPT; ++i)
+                for (int h = 0; h < 2; ++h) {
+                    const __m256i s16 = _mm256_maddubs_epi16(acc[i][h], ones8);
+                    tot[i][h] = _mm256_add_epi32(tot[i][h], _mm256_madd_epi16(s16, ones16));
+                    acc[i][h] = _mm256_setzero_si256();
+                }
+        };
+        int since_flush = 0;
+        for (int r = 0; r < nrows; ++r) {
+            const uint64_t* xp = xr[r] + xoff;
+            const uint32_t* wp = wr[r];
+            for (int j = 0; j < nwords; ++j) {
+                if (since_flush == 31) {
+                    flush();
+                    since_flush = 0;
+                }
+                ++since_flush;
+                const __m256i w0 = _mm256_loadu_si256((const __m256i*)(wp + (int64_t)j * 16));
+                const __m256i w1 = _mm256_loadu_si256((const __m256i*)(wp + (int64_t)j * 16 + 8));
+                for (int i = 0; i < NPT; ++i) {
+                    uint64_t xs = xp[i + j];
+                    if (MASK) xs &= maskj[j];
+                    const __m256i xv = _mm256_set1_epi32((int)(uint32_t)xs);
+                    acc[i][0] = _mm256_add_epi8(acc[i][0], popcount_bytes(_mm256_xor_si256(xv, w0), lut, low));
+                    acc[i][1] = _mm256_add_epi8(acc[i][1], popcount_bytes(_mm256_xor_si256(xv, w1), lut, low));
+                }
+            }
+        }
+        flush();
+        for (int i = 0; i < NPT; ++i) {
+            _mm256_storeu_si256((__m256i*)(pop0 + i * 8), tot[i][0]);
+            _mm256_storeu_si256((__m256i*)(pop1 + i * 8), tot[i][1]);
+        }
     }
     static uint64_t pack_word(const float* x, const float* m, const float* off, int nb);
     static unsigned mask8(const float* x, const float* m, float t) {
