@@ -5,11 +5,11 @@ on an input of the key's shape (batch 1, random values: the work of every unit i
 of the values). Its ``prepare()`` (run untimed before each timed call, see
 ``latency_timing.time_rotation``) rewrites the unit's input tensors in place with the same
 values, so they sit in the core's caches as freshly written data: inside a network each unit
-reads what the unit before it has just written. Each probe is made from the same code that ``space.builder.build`` uses (its
-factory tables ``HEADS`` / ``TAILS`` and ``FPBlock``, ``ops.BinaryConv2d``) and is fed what the
-unit sees inside a network run by the packed runtime (``ops.native.compile``): activations in
-channels-last memory order (the runtime converts the input once and every layer keeps that
-order), no autograd. So the sum of the units is the time of the compiled network:
+reads what the unit before it has just written. Each probe is made from the same code that
+``space.builder.build`` uses (its factory tables ``HEADS`` / ``TAILS`` and ``FPBlock``,
+``ops.BinaryConv2d``) and is fed what the unit sees inside a network run by the packed runtime
+(``ops.native.compile``): activations in channels-last memory order (the runtime converts the
+input once and every layer keeps that order), no autograd. So the sum of the units is the time of the compiled network:
 
 * ``overhead``: the runtime's ``CompiledModel`` call around a module that does no work (returns
   a preallocated NCHW tensor): argument checks, ``no_grad``, the input's channels-last copy;
@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from evaluators.latency_keys import conv_choices
+
 
 class Probe:
     """A unit of work: ``probe()`` runs it once; ``prepare()`` first runs its ``lead`` (when

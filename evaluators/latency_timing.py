@@ -8,15 +8,16 @@ the same choice). Median and quartiles are kept beside it to show the spread. Tw
     The probes are called in passes: ``warmup`` untimed passes, then ``samples`` timed passes;
     each pass calls every probe once, in a new random order, and times each call on its own. So
     every timed call of a unit follows other units' work, as it does inside a network: its
-    weights, code paths and branch history are as cold as there, not hot from calling it again.
-    Fewer than ``MIN_ROTATION`` probes are padded with untimed filler probes to keep that true.
-    Just before each call, untimed, a probe's ``prepare()`` (when it has one) rewrites the
-    unit's inputs in place, so they are hot in the caches as the previous unit's output is
-    inside a network. Measured on the two CPUs this project has run on (50 random specs, 64x64
-    input, one thread; BENCHMARKS.md ``latency_accuracy``): timing a unit back to back made it
-    5-10 % faster than inside a network (AMD Zen 3: predictions 5-9 % low); rotation with cold
-    inputs made it slower (Intel Xeon with AVX-512: predictions 5-7 % high on average, up to
-    +15 % for small networks); rotation with hot inputs removes both biases.
+    weights are as cold as there, not hot from calling it again. Fewer than ``MIN_ROTATION``
+    probes are padded with untimed filler probes to keep that true. Just before each call,
+    untimed, a probe's ``prepare()`` (when it has one) runs its lead and rewrites the unit's
+    inputs in place, so they are hot in the caches as the previous unit's output is inside a
+    network. Which units share a rotation is the caller's choice (``LatencyTable`` rotates each
+    family apart). Measured on 50 random specs (64x64 input, one thread; BENCHMARKS.md
+    ``latency_accuracy``): timing a unit back to back made it 5-10 % faster than inside a
+    network (AMD Zen 3: predictions 5-9 % low); one rotation of every unit with cold inputs
+    made it slower (Intel Xeon with AVX-512: predictions 5-7 % high on average, up to +15 % for
+    small networks).
 
 ``time_callable(fn, warmup, repeats)`` — a whole network, or any callable
     ``warmup`` untimed calls, then ``repeats`` timed samples, each the mean over ``number`` calls
@@ -38,7 +39,7 @@ Allocation: the packed runtime and torch allocate every activation anew. The run
 process heap steady (``ops.native.heap``: glibc keeps freed memory for reuse), and the table
 applies the same policy before it measures, so units and networks are timed without the page
 faults that glibc's default policy adds to a forward in a way no per-unit table can predict
-(measured: ~1,450 faults and +38 % on one small network). The policy is part of a table's
+(measured: ~1,450 faults and +36 % on one small network). The policy is part of a table's
 context.
 
 ``threads(n)`` is a context manager that sets ``torch.set_num_threads(n)`` for the measurement
