@@ -12,8 +12,20 @@ Layout (every key optional except ``space``; defaults in ``DEFAULTS``)::
       bops: null
       params: null
       model_bytes: null
-    evaluator: {steps: 50, ...}    # keyword arguments of evaluators.proxy.ProxyEvaluator
-    data: {root: null}             # root -> ProxyEvaluator(data_root=...); null = embedded images
+    evaluator:                     # the proxy training (evaluators.proxy.ProxyEvaluator); typed
+      steps: 300                   # and checked by EvaluatorSettings below
+      batch: 8
+      patch: 48                    # HR patch side, a multiple of the space's scale
+      lr: 0.001
+      schedule: cosine             # cosine | step
+      seed: 0
+      threads: null                # torch threads during a trial (null: leave as is)
+      val_set: null                # a set under data.root (default Set5); null without a root
+      max_val_images: null         # score at most N validation images
+      device: cpu                  # cpu | cuda | auto
+      grad_clip: null
+      progress: false
+    data: {root: null}             # folder with train/T91, train/BSD200 and <Set>/HR; null = embedded images
     latency: {input_size: [3, 32, 32], path: null, threads: null}   # LatencyTable(...)
     engine:
       kind: optuna                 # optuna | ray
@@ -30,14 +42,22 @@ Layout (every key optional except ``space``; defaults in ``DEFAULTS``)::
       sample_images: true          # SR samples of front members (needs trial checkpoints)
 
 ``load(path, overrides)`` returns the resolved config (a plain dict, every default filled in),
-raising ``ValueError`` that names the key path, the value and what is allowed.
+raising ``ValueError`` (or ``FileNotFoundError`` for a path that must exist) that names the key
+path, the value and what is allowed. Everything is checked here, before a run folder or a study
+exists: every section's types and ranges, the space file (parsed), the data root (its training
+folders and the validation set), the evaluator's patch against the space's scale. So a bad value
+never leaves a half-made run folder behind.
+
+``proxy_settings(cfg)`` is what decides the scores of a trial (the evaluator settings with every
+default filled in, the data root as an absolute path, the latency settings): a search may only be
+resumed with the same proxy settings, since scores of different proxies must not share a front.
 """
 from __future__ import annotations
 
 import copy
-import inspect
 import os
-from typing import Any, Dict, Mapping, Optional
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
@@ -63,7 +83,7 @@ DEFAULTS: Dict[str, Any] = {
     "run_dir": None,
 }
 
-#: sections whose keys are the keyword arguments of a class of another package.
+#: sections checked by a typed class of their own (EvaluatorSettings), not by DEFAULTS' keys.
 _FREE_SECTIONS = ("evaluator",)
 
 
@@ -77,6 +97,77 @@ def _is_int(v: Any) -> bool:
 
 def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+SCHEDULES = ("cosine", "step")
+DEVICES = ("cpu", "cuda", "auto")
+
+
+@dataclass(frozen=True)
+class EvaluatorSettings:
+    """The ``evaluator`` section: the keyword arguments of ``evaluators.proxy.ProxyEvaluator``
+    (``data_root`` comes from ``data.root``), with the same defaults, checked on construction.
+    A test keeps the fields and defaults equal to ProxyEvaluator's signature."""
+
+    steps: int = 300
+    batch: int = 8
+    patch: int = 48
+    lr: float = 1e-3
+    seed: int = 0
+    threads: Optional[int] = None
+    schedule: str = "cosine"
+    val_set: Optional[str] = None
+    max_val_images: Optional[int] = None
+    device: str = "cpu"
+    grad_clip: Optional[float] = None
+    progress: bool = False
+
+    def __post_init__(self):
+        def check(name, ok, allowed):
+            if not ok:
+                raise _err(f"evaluator.{name}", getattr(self, name), allowed)
+
+        for name in ("steps", "batch", "patch"):
+            v = getattr(self, name)
+            check(name, _is_int(v) and v >= 1, "an integer >= 1")
+        check("seed", _is_int(self.seed) and self.seed >= 0, "an integer >= 0")
+        lr = self.lr
+        if isinstance(lr, str):  # PyYAML reads 1e-3 (no dot) as a string
+            try:
+                object.__setattr__(self, "lr", float(lr))
+            except ValueError:
+                pass
+        check("lr", _is_num(self.lr) and 0 < self.lr < float("inf"), "a finite number > 0")
+        object.__setattr__(self, "lr", float(self.lr))
+        check("threads", self.threads is None or (_is_int(self.threads) and self.threads >= 1),
+              "null or an integer >= 1")
+        check("schedule", self.schedule in SCHEDULES, str(list(SCHEDULES)))
+        check("val_set", self.val_set is None or (isinstance(self.val_set, str) and self.val_set),
+              "null or the name of a set under data.root (e.g. Set5)")
+        check("max_val_images", self.max_val_images is None
+              or (_is_int(self.max_val_images) and self.max_val_images >= 1), "null or an integer >= 1")
+        check("device", self.device in DEVICES, str(list(DEVICES)))
+        check("grad_clip", self.grad_clip is None or (_is_num(self.grad_clip) and self.grad_clip > 0),
+              "null or a number > 0")
+        check("progress", isinstance(self.progress, bool), "true or false")
+
+    @classmethod
+    def from_mapping(cls, given: Any) -> "EvaluatorSettings":
+        if given is None:
+            given = {}
+        if not isinstance(given, Mapping):
+            raise _err("evaluator", given, "a mapping of proxy-evaluator settings")
+        allowed = [f.name for f in fields(cls)]
+        for key in given:
+            if key == "data_root":
+                raise ValueError("evaluator.data_root: unknown key; set data.root (or --data-root) instead")
+            if key not in allowed:
+                raise ValueError(f"evaluator.{key}: unknown key (value {given[key]!r}); "
+                                 f"allowed keys: {sorted(allowed)}")
+        return cls(**dict(given))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
 
 
 def _merge(base: Dict[str, Any], given: Mapping[str, Any], path: str) -> Dict[str, Any]:
@@ -97,18 +188,43 @@ def _merge(base: Dict[str, Any], given: Mapping[str, Any], path: str) -> Dict[st
     return out
 
 
-def _proxy_parameters() -> Optional[set]:
-    """Keyword names ProxyEvaluator accepts, or None while evaluators.proxy is absent."""
+def _pngs(folder: str) -> bool:
+    return os.path.isdir(folder) and any(n.lower().endswith(".png") for n in os.listdir(folder))
+
+
+def check_data(root: Optional[str], val_set: Optional[str]) -> None:
+    """The data the proxy will read exists: with a root, ``train/T91`` and ``train/BSD200``
+    holding .png images and the validation set ``<root>/<val_set or Set5>/HR``; without one,
+    only the embedded ``default`` validation set. Raises before anything is created."""
+    if root is None:
+        if val_set not in (None, "default"):
+            raise ValueError(f"evaluator.val_set: {val_set!r} needs data.root (or --data-root); "
+                             "without it only the embedded default validation images exist "
+                             "(allowed: null or 'default')")
+        return
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"data.root: folder {root!r} not found (allowed: a folder holding "
+                                "train/T91, train/BSD200 and <Set>/HR, or null for the embedded images)")
+    missing = [sub for sub in ("train/T91", "train/BSD200") if not _pngs(os.path.join(root, sub))]
+    if missing:
+        raise FileNotFoundError(f"data.root: {root!r} has no .png training images in "
+                                f"{', '.join(missing)} (expected train/T91 and train/BSD200)")
+    name = val_set or "Set5"
+    if not _pngs(os.path.join(root, name, "HR")):
+        found = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d, "HR")))
+        raise FileNotFoundError(f"evaluator.val_set: {name!r} has no .png images in "
+                                f"{os.path.join(root, name, 'HR')!r}; sets under data.root: "
+                                f"{', '.join(found) or 'none'}")
+
+
+def _space_scale(path: str) -> int:
+    """The scale of the space file (parsed in full, so a bad space is reported here)."""
+    from space.space import SearchSpace
+
     try:
-        from evaluators.proxy import ProxyEvaluator
-    except ModuleNotFoundError as exc:
-        if exc.name in ("evaluators.proxy",):
-            return None
-        raise
-    params = inspect.signature(ProxyEvaluator).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return None
-    return {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        return int(SearchSpace.from_yaml(path).scale)
+    except ValueError as exc:
+        raise ValueError(f"space: {exc}") from None
 
 
 def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
@@ -129,30 +245,29 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
     for key, bound in cfg["constraints"].items():
         if bound is not None and (not _is_num(bound) or not bound > 0):
             raise _err(f"constraints.{key}", bound, "a number > 0 or null")
-    allowed = _proxy_parameters()
-    if not isinstance(cfg["evaluator"], Mapping):
-        raise _err("evaluator", cfg["evaluator"], "a mapping of ProxyEvaluator keyword arguments")
-    for key in cfg["evaluator"]:
-        if key == "data_root":
-            raise ValueError("evaluator.data_root: unknown key; set data.root (or --data-root) instead")
-        if allowed is not None and key not in allowed:
-            raise ValueError(f"evaluator.{key}: unknown key (value {cfg['evaluator'][key]!r}); "
-                             f"allowed keys: {sorted(allowed - {'data_root'})}")
+    settings = EvaluatorSettings.from_mapping(cfg["evaluator"])
+    given = cfg["evaluator"] or {}
+    cfg["evaluator"] = {k: v for k, v in settings.to_dict().items() if k in given}
     root = cfg["data"]["root"]
     if root is not None and (not isinstance(root, str) or not root):
         raise _err("data.root", root, "a folder path or null (embedded images)")
-    val_set = cfg["evaluator"].get("val_set")
-    if val_set not in (None, "default") and root is None:
-        raise ValueError(f"evaluator.val_set: {val_set!r} needs data.root (or --data-root); "
-                         "without it only the embedded default validation images exist")
+    check_data(root, settings.val_set)
+    scale = _space_scale(cfg["space"])
+    if settings.patch % scale:
+        raise _err("evaluator.patch", settings.patch,
+                   f"a multiple of the space's scale {scale} (HR patch side; LR side = patch / scale)")
     lat = cfg["latency"]
     size = lat["input_size"]
     if (not isinstance(size, (list, tuple)) or len(size) != 3 or not all(_is_int(v) and v > 0 for v in size)
             or size[0] != 3):
         raise _err("latency.input_size", size, "[3, H, W] with H, W positive integers")
     lat["input_size"] = [int(v) for v in size]
-    if lat["path"] is not None and not isinstance(lat["path"], str):
+    if lat["path"] is not None and (not isinstance(lat["path"], str) or not lat["path"]):
         raise _err("latency.path", lat["path"], "a JSON file path or null")
+    if lat["path"] is not None:
+        parent = os.path.dirname(os.path.abspath(lat["path"]))
+        if not os.path.isdir(parent):
+            raise FileNotFoundError(f"latency.path: folder {parent!r} of {lat['path']!r} not found")
     if lat["threads"] is not None and (not _is_int(lat["threads"]) or lat["threads"] < 1):
         raise _err("latency.threads", lat["threads"], "an integer >= 1 or null")
     eng = cfg["engine"]
@@ -234,6 +349,39 @@ def dump(cfg: Mapping[str, Any], path: str) -> None:
     """Write the resolved config (``config.yaml`` of a run folder)."""
     with open(path, "w") as fh:
         yaml.safe_dump(dict(cfg), fh, sort_keys=False, default_flow_style=False)
+
+
+#: the sections of a config whose values change what a trial scores (see ``proxy_settings``).
+PROXY_SECTIONS = ("evaluator", "data", "latency")
+
+
+def proxy_settings(cfg: Mapping[str, Any]) -> Dict[str, Any]:
+    """What decides a trial's scores, normalised for comparison: the evaluator settings with
+    every default filled in, the data root as an absolute real path (null: embedded images)
+    and the latency settings. Works on a stored ``config.yaml`` of an older run too."""
+    ev = EvaluatorSettings.from_mapping(cfg.get("evaluator") or {}).to_dict()
+    root = (cfg.get("data") or {}).get("root")
+    lat = dict(DEFAULTS["latency"], **(cfg.get("latency") or {}))
+    return {
+        "evaluator": ev,
+        "data": {"root": os.path.realpath(root) if root else None},
+        "latency": {"input_size": [int(v) for v in lat["input_size"]],
+                    "path": os.path.realpath(lat["path"]) if lat["path"] else None,
+                    "threads": lat["threads"]},
+    }
+
+
+def changed_keys(stored: Mapping[str, Any], given: Mapping[str, Any], prefix: str = "") -> List[Tuple[str, Any, Any]]:
+    """``(dotted key, stored value, given value)`` for every leaf that differs."""
+    out: List[Tuple[str, Any, Any]] = []
+    for key in sorted(set(stored) | set(given), key=str):
+        a, b = stored.get(key), given.get(key)
+        where = f"{prefix}{key}"
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out.extend(changed_keys(a, b, where + "."))
+        elif a != b:
+            out.append((where, a, b))
+    return out
 
 
 def cost_reference(cfg: Mapping[str, Any]) -> Optional[float]:

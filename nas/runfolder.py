@@ -93,6 +93,22 @@ class RunFolder:
         _atomic_write(os.path.join(d, "metrics.json"), json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         return d
 
+    def mark_failed(self, number: int, reason: str) -> None:
+        """Record in ``metrics.json`` that the trial is FAIL in the study (the file said RUNNING);
+        a trial that never wrote one gets none."""
+        path = os.path.join(self.trial_dir(number), "metrics.json")
+        if not os.path.isfile(path):
+            return
+        try:
+            with open(path) as fh:
+                metrics = json.load(fh)
+        except (OSError, ValueError):
+            metrics = {}
+        if not isinstance(metrics, dict):
+            metrics = {}
+        metrics.update(state="FAIL", fail_reason=reason, trial=int(number))
+        self.write_trial(number, None, metrics)
+
     def read_metrics(self, number: int) -> Dict[str, Any]:
         with open(os.path.join(self.trial_dir(number), "metrics.json")) as fh:
             return json.load(fh)

@@ -4,7 +4,12 @@
 
 1. Run folder (``nas.runfolder``): a folder that already holds a study needs ``resume=True``
    (otherwise ``ValueError``: nothing is overwritten); on resume the objectives, constraints
-   and space must equal the stored ``config.yaml``'s.
+   and space must equal the stored ``config.yaml``'s, and so must the proxy settings
+   (``nas.config.proxy_settings``: evaluator, data, latency), since scores of different proxies
+   must not share one front. ``new_front=True`` (``--new-front``) starts a separate search with
+   the new settings in ``RUN/front-K`` (K = 2, 3, ...), leaving the trials in ``RUN`` as they
+   are; a later ``--resume`` of ``RUN`` continues whichever front has the given settings.
+   The evaluator is built before anything is created, so a bad setting leaves nothing behind.
 2. Feasibility check before anything is trained: ``engine.feasibility_samples`` random specs
    (``SearchSpace.random``, seeded) and every preset are costed (instant); when none meets the
    budget the search stops with ``ValueError`` (exit status 2) naming the bounds and the
@@ -19,9 +24,11 @@
    study: start the first with the normal command, the others with the same command plus
    ``--resume``; each stops when the COMPLETE count reaches the target (at most one extra
    trial per additional worker).
-5. Presets (new study only): every ``space.presets`` design built at the space's scale and its
-   first listed ``channels``/``blocks`` values that the space contains and the budget allows is
-   enqueued first (``enqueue_trial(space.params_of(spec), user_attrs={"preset": name})``).
+5. Presets: every ``space.presets`` design built at the space's scale and its first listed
+   ``channels``/``blocks`` values that the space contains and the budget allows is enqueued
+   first (``enqueue_trial(space.params_of(spec), user_attrs={"preset": name})``), and on every
+   resume each such preset that has no COMPLETE trial and none waiting or running (a preset
+   trial killed or crashed is FAIL) is enqueued again.
 6. After each trial: TensorBoard (``nas.tensorboard``); at the end (also after an interruption):
    ``pareto.json/.csv/.png``, the Pareto figure and SR samples of the front in TensorBoard.
 """
@@ -35,12 +42,14 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from nas import config as config_mod
 from nas import pareto
+from nas.engines.base import EngineContext
 from nas.objective import Objective, known_results
 from nas.runfolder import STUDY_NAME, RunFolder, records
 from nas.tensorboard import SearchBoard
 
 DIRECTIONS = ["maximize", "minimize"]
 _COMPARED = ("space_text", "objectives", "constraints")
+FRONT_PREFIX = "front-"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -72,6 +81,72 @@ def _space_text(path: str) -> str:
         return fh.read()
 
 
+def front_dirs(run_dir: str) -> List[str]:
+    """The run folder and its separate fronts ``front-K`` (K = 2, 3, ...) that hold a study,
+    oldest first."""
+    out = [run_dir] if RunFolder(run_dir).exists() else []
+    if os.path.isdir(run_dir):
+        ks = []
+        for name in os.listdir(run_dir):
+            tail = name[len(FRONT_PREFIX):]
+            if name.startswith(FRONT_PREFIX) and tail.isdigit() and RunFolder(os.path.join(run_dir, name)).exists():
+                ks.append(int(tail))
+        out += [os.path.join(run_dir, f"{FRONT_PREFIX}{k}") for k in sorted(ks)]
+    return out
+
+
+def _stored_config(run_dir: str) -> Dict[str, Any]:
+    import yaml
+
+    path = RunFolder(run_dir).config_path
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as fh:
+        return yaml.safe_load(fh) or {}
+
+
+def _stored_proxy(stored: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    if "proxy_settings" in stored:
+        return stored["proxy_settings"]
+    try:  # a run folder written before proxy settings were stored
+        return config_mod.proxy_settings(stored)
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def _describe(changes) -> str:
+    return "; ".join(f"{k}: stored {a!r}, given {b!r}" for k, a, b in changes)
+
+
+def choose_run_dir(cfg: Mapping[str, Any], resume: bool, new_front: bool) -> str:
+    """The folder this search works in: ``cfg['run_dir']`` itself, the front inside it whose
+    proxy settings equal the given ones (``--resume``), or a new ``front-K`` (``new_front``).
+    Raises ``ValueError`` naming the changed keys when resuming with other proxy settings."""
+    base = cfg["run_dir"]
+    fronts = front_dirs(base)
+    if not fronts:
+        return base
+    given = config_mod.proxy_settings(cfg)
+    if new_front:
+        k = max([1] + [int(os.path.basename(d)[len(FRONT_PREFIX):]) for d in fronts if d != base]) + 1
+        return os.path.join(base, f"{FRONT_PREFIX}{k}")
+    if not resume:
+        return base  # Search refuses an existing study without --resume
+    for d in reversed(fronts):
+        if _stored_proxy(_stored_config(d)) == given:
+            return d
+    latest = fronts[-1]
+    stored = _stored_proxy(_stored_config(latest))
+    changes = config_mod.changed_keys(stored, given) if stored is not None else [("proxy settings", "unreadable", "given")]
+    nxt = max([1] + [int(os.path.basename(d)[len(FRONT_PREFIX):]) for d in fronts if d != base]) + 1
+    raise ValueError(
+        f"--resume: the proxy settings differ from those of the search in {latest!r} ({_describe(changes)}); "
+        "scores of different proxies cannot share one front. Resume with the same settings, or pass "
+        f"--new-front to start a separate front in {os.path.join(base, FRONT_PREFIX + str(nxt))!r} "
+        f"(the trials in {latest!r} are kept)"
+    )
+
+
 class Search:
     """One experiment: components, study and run folder (engines drive ``study``/``objective``).
 
@@ -81,13 +156,19 @@ class Search:
     ``evaluators.cost.cost``.
     """
 
-    def __init__(self, cfg: Mapping[str, Any], *, resume: bool = False, space=None, evaluator=None,
-                 latency=None, cost_fn: Optional[Callable] = None, log: Callable[[str], None] = None,
-                 progress: bool = True, evaluator_factory: str = "evaluators.proxy:ProxyEvaluator"):
+    def __init__(self, cfg: Mapping[str, Any], *, resume: bool = False, new_front: bool = False,
+                 space=None, evaluator=None, latency=None, cost_fn: Optional[Callable] = None,
+                 log: Callable[[str], None] = None, progress: bool = True,
+                 evaluator_factory: str = "evaluators.proxy:ProxyEvaluator"):
         self.cfg = dict(cfg)
         self.evaluator_factory = evaluator_factory  # what Ray workers build (module:callable)
-        self.resume = bool(resume)
+        self.new_front = bool(new_front)
+        self.resume = bool(resume) or self.new_front
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        chosen = choose_run_dir(self.cfg, self.resume, self.new_front)
+        if chosen != self.cfg["run_dir"]:
+            self.log(f"run folder: {chosen} ({'new separate front' if self.new_front else 'the front with these proxy settings'})")
+            self.cfg["run_dir"] = chosen
         self.progress = progress
         self.run = RunFolder(self.cfg["run_dir"])
         self.cost_key = self.cfg["objectives"]["cost"]
@@ -143,10 +224,7 @@ class Search:
             )
         stored_path = self.run.config_path
         if exists and os.path.isfile(stored_path):
-            import yaml
-
-            with open(stored_path) as fh:
-                stored = yaml.safe_load(fh) or {}
+            stored = _stored_config(self.run.path)
             for key in _COMPARED:
                 if key in stored and stored[key] != self._comparable()[key]:
                     raise ValueError(
@@ -154,6 +232,12 @@ class Search:
                         f"(stored {stored[key]!r}, given {self._comparable()[key]!r}); "
                         "resume with the same config or choose another --run-dir"
                     )
+            proxy = _stored_proxy(stored)
+            given = config_mod.proxy_settings(self.cfg)
+            if proxy is not None and proxy != given:  # choose_run_dir normally catches this first
+                raise ValueError(f"--resume: the proxy settings differ from the stored config.yaml "
+                                 f"({_describe(config_mod.changed_keys(proxy, given))}); pass --new-front "
+                                 "to start a separate front")
 
     def _comparable(self) -> Dict[str, Any]:
         return {"space_text": _space_text(self.cfg["space"]),
@@ -163,6 +247,7 @@ class Search:
         os.makedirs(self.run.path, exist_ok=True)
         data = dict(self.cfg)
         data["space_text"] = _space_text(self.cfg["space"])
+        data["proxy_settings"] = config_mod.proxy_settings(self.cfg)
         config_mod.dump(data, self.run.config_path)
 
     def preset_specs(self) -> List[Tuple[str, Any]]:
@@ -227,6 +312,7 @@ class Search:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._check_folder()
+        self.evaluator  # built now: a setting it refuses must stop us before anything exists
         largest = self.check_feasible()
         kind = self.run.storage_kind() or self.cfg["engine"]["storage"]
         storage = self.run.storage(kind)
@@ -241,6 +327,7 @@ class Search:
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if is_stale(t):
                 self.study.tell(t.number, state=TrialState.FAIL)
+                self.run.mark_failed(t.number, "left RUNNING by a stopped process; marked FAIL on resume")
                 failed += 1
         if failed:
             self.log(f"resume: {failed} trial(s) left RUNNING by a stopped process marked FAIL")
@@ -251,23 +338,32 @@ class Search:
                 ref_cost = 1.1 * largest.get(self.cost_key, 1.0)
             ref = [float(self.cfg["tensorboard"]["hv_reference"]["psnr_y"]), float(ref_cost)]
             self.study.set_user_attr("hv_reference", ref)
-        if not attrs.get("presets_enqueued"):
-            self.study.set_user_attr("presets_enqueued", True)
-            if self.cfg["engine"]["presets"]:
-                self._enqueue_presets()
+        if self.cfg["engine"]["presets"]:
+            self._enqueue_presets()
         self.board = SearchBoard(self.run, self.cost_key, tuple(self.study.user_attrs["hv_reference"]))
         self.board.resume_from(records(self.study))
 
     def _enqueue_presets(self) -> None:
-        used, skipped = [], []
+        """Enqueue every fitting preset that has no COMPLETE trial and is not already waiting or
+        running (a new study: all of them; a resume: those whose trial FAILed or never ran)."""
+        from optuna.trial import TrialState
+
+        present = {t.user_attrs.get("preset") for t in self.study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING))}
+        used, skipped, done = [], [], []
         for name, spec in self.preset_specs():
+            if name in present:
+                done.append(name)
+                continue
             if not self.objective.feasible(spec):
                 skipped.append(name)
                 continue
             self.study.enqueue_trial(self.space.params_of(spec), user_attrs={"preset": name},
                                      skip_if_exists=False)
             used.append(name)
-        self.log(f"presets enqueued: {used or 'none'}" + (f"; over budget: {skipped}" if skipped else ""))
+        if used or skipped or not done:
+            self.log(f"presets enqueued: {used or 'none'}" + (f"; over budget: {skipped}" if skipped else "")
+                     + (f"; already evaluated or queued: {done}" if done and used else ""))
 
     # ------------------------------------------------------------------ during the search
     def n_complete(self) -> int:
@@ -281,6 +377,14 @@ class Search:
     def after_trial(self) -> float:
         """Log the new trial(s) to TensorBoard; returns the hypervolume of the front."""
         return self.board.update(records(self.study))
+
+    def engine_context(self) -> EngineContext:
+        """The part of the search an engine may use (``nas.engines.base``)."""
+        kwargs = self.evaluator_kwargs() if self.evaluator_factory == "evaluators.proxy:ProxyEvaluator" else {}
+        return EngineContext(study=self.study, objective=self.objective, run=self.run, target=self.target,
+                             cost_key=self.cost_key, after_trial=self.after_trial, known=self.known,
+                             progress=self.progress, log=self.log, ray=dict(self.cfg["ray"]),
+                             evaluator_kwargs=kwargs, evaluator_factory=self.evaluator_factory)
 
     # ------------------------------------------------------------------ the end
     def finalize(self) -> List[Dict[str, Any]]:
@@ -309,19 +413,20 @@ def write_outputs(run: RunFolder, cost_key: str, study, board: Optional[SearchBo
     return members
 
 
-def run(cfg: Mapping[str, Any], *, resume: bool = False, **components) -> Tuple[Search, List[Dict[str, Any]]]:
+def run(cfg: Mapping[str, Any], *, resume: bool = False, new_front: bool = False,
+        **components) -> Tuple[Search, List[Dict[str, Any]]]:
     """Run the experiment ``cfg`` with the engine it names; returns (search, front)."""
-    search = Search(cfg, resume=resume, **components)
+    search = Search(cfg, resume=resume, new_front=new_front, **components)
     search.setup()
     try:
         if cfg["engine"]["kind"] == "ray":
             from nas.engines.ray_engine import run_ray
 
-            run_ray(search)
+            run_ray(search.engine_context())
         else:
             from nas.engines.optuna_engine import run_optuna
 
-            run_optuna(search)
+            run_optuna(search.engine_context())
     finally:
         members = search.finalize()
     return search, members

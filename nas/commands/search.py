@@ -24,7 +24,11 @@ def add_arguments(p) -> None:
                    help="Ray cluster address (HOST:PORT or auto); implies --engine ray")
     p.add_argument("--run-dir", metavar="DIR", default=None, help="run folder (default runs/<name>)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the search in --run-dir (or join it as another worker)")
+                   help="continue the search in --run-dir (or join it as another worker); refused "
+                        "when the proxy settings (evaluator, data, latency) differ from the run's")
+    p.add_argument("--new-front", action="store_true",
+                   help="with changed proxy settings: start a separate front in RUN/front-K instead "
+                        "of mixing scores of different proxies (the old trials are kept)")
     p.add_argument("--data-root", metavar="DIR", default=None,
                    help="folder with the standard data sets (default: embedded images)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -55,10 +59,12 @@ def run(args) -> int:
     from nas import config, pareto, search
 
     cfg = config.load(args.config, overrides_from(args))
-    s, members = search.run(cfg, resume=args.resume, progress=not args.no_progress)
+    s, members = search.run(cfg, resume=args.resume, new_front=args.new_front,
+                            progress=not args.no_progress)
     print(f"Pareto front of {s.run.path} ({s.n_complete()} trials, objectives psnr_y / {s.cost_key}):")
     print(pareto.format_table(members))
     print(f"files: {s.run.file('pareto.json')}, pareto.csv, pareto.png; trials in {s.run.file('trials')}")
-    print(f"next: tensorboard --logdir {cfg['run_dir']}")
-    print(f"      bsrnas pareto {cfg['run_dir']} --pick knee && bsrnas retrain --from {cfg['run_dir']} --pick knee")
+    run_dir = os.path.relpath(s.run.path) if not os.path.isabs(cfg["run_dir"]) else s.run.path
+    print(f"next: tensorboard --logdir {run_dir}")
+    print(f"      bsrnas pareto {run_dir} --pick knee && bsrnas retrain --from {run_dir} --pick knee")
     return 0

@@ -11,10 +11,10 @@ Several processes may run this loop on one study (see ``nas.search``).
 """
 from __future__ import annotations
 
-from nas.search import Search
+from nas.engines.base import EngineContext
 
 
-def run_optuna(search: Search) -> int:
+def run_optuna(search: EngineContext) -> int:
     """Run trials until the study holds ``search.target`` COMPLETE trials; returns how many
     this process finished."""
     from optuna.trial import TrialState
@@ -30,8 +30,9 @@ def run_optuna(search: Search) -> int:
             trial = study.ask()
             try:
                 values = search.objective(trial, search.known())
-            except BaseException:
+            except BaseException as exc:
                 study.tell(trial, state=TrialState.FAIL)
+                search.run.mark_failed(trial.number, f"{type(exc).__name__}: {exc}".strip(": "))
                 raise
             study.tell(trial, values)
             finished += 1

@@ -33,7 +33,7 @@ from typing import Any, Dict, Optional
 
 from ray.tune.search import Searcher
 
-from nas.search import Search
+from nas.engines.base import EngineContext
 
 _EVALUATORS: Dict[str, Any] = {}
 DEFAULT_FACTORY = "evaluators.proxy:ProxyEvaluator"
@@ -70,7 +70,7 @@ def evaluate_trial(config: Dict[str, Any]) -> None:
 class BudgetSearcher(Searcher):
     """Asks the Optuna study, rejects over-budget candidates itself, hands feasible ones to Tune."""
 
-    def __init__(self, search: Search, evaluator_kwargs: Dict[str, Any], on_told=None):
+    def __init__(self, search: EngineContext, evaluator_kwargs: Dict[str, Any], on_told=None):
         super().__init__(metric=None, mode=None)
         self.search = search
         self.on_told = on_told or (lambda number, values, hv: None)
@@ -143,7 +143,7 @@ def _experiment_name(run_root: str) -> str:
     return f"{n:03d}"
 
 
-def run_ray(search: Search) -> int:
+def run_ray(search: EngineContext) -> int:
     """Run the remaining trials as Ray Tune trials; returns how many Tune trials ran."""
     # Ray's own results go to RUN/ray/NNN as JSON/CSV only: no TensorBoard files of its own
     # there, so `tensorboard --logdir RUN` shows the same runs for both engines.
@@ -152,7 +152,7 @@ def run_ray(search: Search) -> int:
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    rcfg = search.cfg["ray"]
+    rcfg = search.ray
     started = False
     if not ray.is_initialized():
         if rcfg["address"]:
@@ -160,7 +160,7 @@ def run_ray(search: Search) -> int:
         else:
             ray.init(num_cpus=rcfg["num_cpus"], log_to_driver=False, include_dashboard=False)
         started = True
-    ev_kwargs = search.evaluator_kwargs() if search.evaluator_factory == DEFAULT_FACTORY else {}
+    ev_kwargs = dict(search.evaluator_kwargs) if search.evaluator_factory == DEFAULT_FACTORY else {}
     if search.evaluator_factory == DEFAULT_FACTORY and ev_kwargs.get("threads") is None:
         ev_kwargs["threads"] = max(1, int(rcfg["cpus_per_trial"]))
     from tqdm import tqdm
