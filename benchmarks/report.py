@@ -1,8 +1,9 @@
 """BENCHMARKS.md is shared by every benchmark script: each rewrites only its own section."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from space.files import atomic_write
 
 
 def write_section(path: Path, name: str, body: str) -> None:
@@ -20,6 +21,4 @@ def write_section(path: Path, name: str, body: str) -> None:
         text = head + block + tail
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, text)

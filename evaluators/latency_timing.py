@@ -47,16 +47,16 @@ and restores the previous count afterwards (the native runtime defaults to the s
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import platform
 import random
 import re
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
-import torch
+
+from evaluators.threads import torch_threads
 
 
 CLOCKS = {"wall": time.perf_counter_ns, "cpu": time.process_time_ns}
@@ -225,19 +225,8 @@ def time_rotation(
     return {n: summarize(times[n]) for n in names}
 
 
-@contextlib.contextmanager
-def threads(n: Optional[int]) -> Iterator[int]:
-    """Run the body with ``torch.set_num_threads(n)`` (``None``: leave as is); restore after."""
-    previous = torch.get_num_threads()
-    if n is None:
-        yield previous
-        return
-    _check_positive("threads", n)
-    torch.set_num_threads(n)
-    try:
-        yield n
-    finally:
-        torch.set_num_threads(previous)
+#: ``threads(n)``: torch's thread count ``n`` for the body (``evaluators.threads``).
+threads = torch_threads
 
 
 def cpu_model() -> str:

@@ -318,13 +318,9 @@ def load(path: Optional[str] = None, overrides: Optional[Mapping[str, Any]] = No
     """Read ``path`` (or take ``data``), apply dotted ``overrides`` (``{"engine.trials": 5}``),
     fill in defaults and validate. Returns the resolved config."""
     if path is not None:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"--config: file {path!r} not found")
-        with open(path) as fh:
-            try:
-                data = yaml.safe_load(fh) or {}
-            except yaml.YAMLError as exc:
-                raise ValueError(f"--config: {path!r} is not valid YAML: {exc}") from None
+        from space.files import read_yaml
+
+        data = read_yaml(path, "--config") or {}
     data = dict(data or {})
     cfg = _merge(DEFAULTS, data, "")
     for dotted, value in (overrides or {}).items():
@@ -347,8 +343,9 @@ def load(path: Optional[str] = None, overrides: Optional[Mapping[str, Any]] = No
 
 def dump(cfg: Mapping[str, Any], path: str) -> None:
     """Write the resolved config (``config.yaml`` of a run folder)."""
-    with open(path, "w") as fh:
-        yaml.safe_dump(dict(cfg), fh, sort_keys=False, default_flow_style=False)
+    from space.files import atomic_write
+
+    atomic_write(path, yaml.safe_dump(dict(cfg), sort_keys=False, default_flow_style=False))
 
 
 #: the sections of a config whose values change what a trial scores (see ``proxy_settings``).

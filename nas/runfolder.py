@@ -21,6 +21,8 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
+from space.files import atomic_write
+
 STUDY_NAME = "search"
 STORAGE_FILES = {"sqlite": "study.db", "journal": "study.log"}
 
@@ -115,10 +117,7 @@ class RunFolder:
 
 
 def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 def is_feasible(frozen) -> bool:

@@ -96,13 +96,13 @@ def front_dirs(run_dir: str) -> List[str]:
 
 
 def _stored_config(run_dir: str) -> Dict[str, Any]:
-    import yaml
+    from space.files import read_yaml
 
     path = RunFolder(run_dir).config_path
     if not os.path.isfile(path):
         return {}
-    with open(path) as fh:
-        return yaml.safe_load(fh) or {}
+    data = read_yaml(path, "config.yaml of the run folder")
+    return data if isinstance(data, dict) else {}
 
 
 def _stored_proxy(stored: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
