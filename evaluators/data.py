@@ -31,6 +31,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from evaluators.metrics import SSIM_WINDOW
+
 #: SR scales the project evaluates and trains.
 SCALES = (2, 3, 4)
 
@@ -124,6 +126,20 @@ def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
     return img[: h - h % int(scale), : w - w % int(scale)]
 
 
+def min_hr_size(scale: int) -> int:
+    """Smallest height and width (pixels) of an HR image that can be scored at ``scale``.
+
+    Scoring (``evaluators.evaluate``) crops the image to a multiple of ``scale`` (``modcrop``),
+    then removes ``scale`` pixels from every side and slides SSIM's ``SSIM_WINDOW`` x
+    ``SSIM_WINDOW`` window (11) over what is left: the smallest multiple of ``scale`` that is
+    ``>= SSIM_WINDOW + 2 * scale`` (16 at x2, 18 at x3, 20 at x4).
+    """
+    if int(scale) != scale or scale < 1:
+        raise ValueError(f"min_hr_size: scale must be a positive integer, got {scale!r}")
+    scale = int(scale)
+    return scale * -(-(SSIM_WINDOW + 2 * scale) // scale)
+
+
 def load_image(path) -> np.ndarray:
     """Read an image file as uint8: HxWx3 RGB, or HxW for a grayscale image.
 
@@ -163,7 +179,8 @@ class SRImageSet:
     """Test set ``<root>/<name>/HR/*.png`` (sorted by file name) at one scale.
 
     Item ``i`` is ``(image_name, hr, lr)``: ``hr`` the modcropped HR uint8 image and
-    ``lr = imresize(hr, 1/scale)`` (uint8), made on first use and kept in memory. With
+    ``lr = imresize(hr, 1/scale)`` (uint8), made on first use and kept in memory. An image
+    smaller than ``min_hr_size(scale)`` on a side raises ``ValueError`` naming its file. With
     ``cache_dir`` the LR images are also stored as ``.npy`` there, keyed by set, scale and a
     digest of the HR pixels, so a second process reads them instead of resizing again.
     """
@@ -194,7 +211,16 @@ class SRImageSet:
             raise IndexError(f"{self.name}: index {i} out of range 0..{len(self) - 1}")
         if i not in self._items:
             path = self.paths[i]
-            hr = modcrop(load_image(path), self.scale)
+            img = load_image(path)
+            least = min_hr_size(self.scale)
+            if min(img.shape[:2]) < least:
+                s, win = self.scale, SSIM_WINDOW
+                raise ValueError(
+                    f"image file {path}: size {img.shape[0]}x{img.shape[1]} (height x width) is "
+                    f"too small for scale {s}; allowed: height and width >= {least} at x{s} "
+                    f"(cut to a multiple of {s}, less {s} border pixels on each side, it must "
+                    f"still fit SSIM's {win}x{win} window)")
+            hr = modcrop(img, self.scale)
             self._items[i] = (path.stem, hr, self._lr(path.stem, hr))
         return self._items[i]
 

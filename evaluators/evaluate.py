@@ -20,14 +20,25 @@ from typing import Callable, Dict, Iterable, Tuple
 import numpy as np
 
 from evaluators.data import imresize
-from evaluators.metrics import psnr_y, ssim_y, to_uint8
+from evaluators.metrics import SSIM_WINDOW, psnr_y, ssim_y, to_uint8
 
 
 def evaluate(sr_fn: Callable[[np.ndarray], np.ndarray],
              items: Iterable[Tuple[str, np.ndarray, np.ndarray]], scale: int) -> Dict:
-    """``dict(psnr_y, ssim_y, per_image=[dict(name, psnr_y, ssim_y)...])`` (means over images)."""
+    """``dict(psnr_y, ssim_y, per_image=[dict(name, psnr_y, ssim_y)...])`` (means over images).
+
+    An HR image must be at least ``SSIM_WINDOW + 2 * scale`` pixels high and wide (the border
+    crop, then SSIM's window); a smaller one raises ``ValueError`` naming it, before ``sr_fn``.
+    """
     per_image = []
+    least = SSIM_WINDOW + 2 * int(scale)
     for name, hr, lr in items:
+        h, w = np.shape(hr)[:2]
+        if min(h, w) < least:
+            raise ValueError(f"image {name}: HR size {h}x{w} (height x width) is too small to "
+                             f"score at scale {scale}; allowed: height and width >= {least} "
+                             f"({scale} border pixels are cropped from each side, then SSIM "
+                             f"needs a {SSIM_WINDOW}x{SSIM_WINDOW} window)")
         sr = to_uint8(sr_fn(lr))
         if sr.shape != hr.shape:
             raise ValueError(f"image {name}: SR output shape {sr.shape} differs from HR shape "

@@ -27,14 +27,21 @@ or, with ``strict=True``, ``predict`` raises ``ValueError`` naming the first mis
 table knows its context — CPU model, ISA path and build of the native kernel, thread count,
 torch version, LR input size, clock, heap policy of the runtime — and refuses a file measured in another one
 (``evaluators.latency_store``). Measurements run with ``torch.set_num_threads(threads)`` (the
-previous count is restored afterwards).
+previous count is restored afterwards). The file also records, per measuring session (this
+object, in this process), when the entries were measured (UTC, ISO 8601) and the 1-minute load
+average at its start and end (``measured``, see ``evaluators.latency_store``): metadata for
+judging the figures, not part of the context.
 
 Default file: ``<cache>/latency/<cpu>-<isa>-<build>-t<threads>-<CxHxW>.json`` where ``<cache>`` is
 ``$BSRNAS_CACHE`` or ``~/.cache/bsrnas`` (so searches on one machine share their tables).
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
+import os
+import socket
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
@@ -51,6 +58,27 @@ PathLike = Union[str, Path]
 
 #: most units timed in one rotation (bounds the memory of their probes and inputs)
 ROTATION_CHUNK = 64
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 with milliseconds (``2025-01-31T09:15:02.113+00:00``)."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def load_1min() -> Optional[float]:
+    """The 1-minute load average (``os.getloadavg()[0]``); ``None`` where the OS has none."""
+    try:
+        return float(os.getloadavg()[0])
+    except (OSError, AttributeError):
+        return None
+
+
+def known_sessions(data: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The session records of a table file read by ``latency_store.read``; a file written before
+    sessions were recorded gives one ``legacy`` record for its entries (none if it has none)."""
+    if data["measured"] is not None:
+        return [dict(rec) for rec in data["measured"]]
+    return [store.legacy_session(len(data["entries"]))] if data["entries"] else []
 
 
 def filler_keys(input_size: Tuple[int, int, int]) -> Dict[str, List[Dict[str, Any]]]:
@@ -157,10 +185,13 @@ class LatencyTable:
         self.path = Path(path) if path is not None else store.default_path(self.context)
         self._entries: Dict[str, TimingStats] = {}
         self._fillers: Dict[str, List[Callable[[], Any]]] = {}
+        self._session: Optional[Dict[str, Any]] = None  # this object's session, once it measured
+        self._sessions: List[Dict[str, Any]] = []  # the other sessions known (from the file)
         if self.path.exists():
-            stored, entries = store.load(self.path)
-            store.check_context(self.path, stored, self.context)
-            self._entries = entries
+            data = store.read(self.path)
+            store.check_context(self.path, data["context"], self.context)
+            self._entries = data["entries"]
+            self._sessions = known_sessions(data)
 
     # -- the table -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -195,31 +226,59 @@ class LatencyTable:
         (see the module docstring): binary convs among binary convs, and every other unit with
         an untimed binary conv run just before each of its calls (its lead).
         ``progress``: an optional callable called with each key once it is measured (e.g. a
-        tqdm bar's update). Saves the table when ``autosave`` and something was measured."""
+        tqdm bar's update). Saves the table when ``autosave`` and something was measured.
+        What is measured is added to this object's session record (``measured``, see
+        ``evaluators.latency_store``), also when the call is interrupted."""
         todo = [k for k in dict.fromkeys(keys) if force or k not in self._entries]
         by_family: Dict[str, List[str]] = {"bconv": [], "fp": []}
         for key in todo:
             by_family[family(key)].append(key)
-        with threads_ctx(self.threads):
-            for fam, fam_keys in by_family.items():
-                for start in range(0, len(fam_keys), ROTATION_CHUNK):
-                    chunk = fam_keys[start:start + ROTATION_CHUNK]
-                    probes = {k: make_probe(store.key_dict(k), self.threads) for k in chunk}
-                    if fam == "fp":
-                        leads = self.fillers("bconv")
-                        for i, probe in enumerate(probes.values()):
-                            probe.lead = leads[i % len(leads)]
-                    fillers = self.fillers(fam) if len(chunk) < MIN_ROTATION else ()
-                    stats = time_rotation(probes, samples=self.repeats, warmup=self.warmup,
-                                          clock=self._clock, fillers=fillers,
-                                          seed=start + len(fam_keys))
-                    for key in chunk:
-                        self._entries[key] = stats[key]
-                        if progress is not None:
-                            progress(key)
+        started, load_start, done = utc_now(), load_1min(), 0
+        try:
+            with threads_ctx(self.threads):
+                for fam, fam_keys in by_family.items():
+                    for start in range(0, len(fam_keys), ROTATION_CHUNK):
+                        chunk = fam_keys[start:start + ROTATION_CHUNK]
+                        probes = {k: make_probe(store.key_dict(k), self.threads) for k in chunk}
+                        if fam == "fp":
+                            leads = self.fillers("bconv")
+                            for i, probe in enumerate(probes.values()):
+                                probe.lead = leads[i % len(leads)]
+                        fillers = self.fillers(fam) if len(chunk) < MIN_ROTATION else ()
+                        stats = time_rotation(probes, samples=self.repeats, warmup=self.warmup,
+                                              clock=self._clock, fillers=fillers,
+                                              seed=start + len(fam_keys))
+                        for key in chunk:
+                            self._entries[key] = stats[key]
+                            done += 1
+                            if progress is not None:
+                                progress(key)
+        finally:
+            if done:
+                self._record_session(started, load_start, done)
         if todo and self.autosave:
             self.save()
         return len(todo)
+
+    def _record_session(self, started: str, load_start: Optional[float], count: int) -> None:
+        """Add ``count`` measurements, begun at ``started`` under ``load_start``, to this
+        object's session; a first measurement (or the first one in a forked process) opens it."""
+        if self._session is not None and self._session["pid"] != os.getpid():
+            self._sessions.append(self._session)  # a copy made before a fork: the parent's
+            self._session = None
+        if self._session is None:
+            self._session = {"id": uuid.uuid4().hex[:16], "started": started, "finished": None,
+                             "load_1min_start": load_start, "load_1min_end": None, "entries": 0,
+                             "host": socket.gethostname(), "pid": os.getpid()}
+        self._session.update(finished=utc_now(), load_1min_end=load_1min(),
+                             entries=self._session["entries"] + count)
+
+    def measured(self) -> List[Dict[str, Any]]:
+        """The session records of this table (see ``evaluators.latency_store``), oldest first:
+        those of its file, then this object's own (once it measured)."""
+        records = list(self._sessions) + ([self._session] if self._session else [])
+        return sorted((dict(r) for r in records),
+                      key=lambda r: (r["started"] is not None, r["started"] or ""))
 
     def set_stats(self, key: str, stats: TimingStats) -> None:
         """Store ``stats`` as the entry of ``key`` (e.g. combined from several measurement rounds)."""
@@ -231,19 +290,27 @@ class LatencyTable:
     def save(self, path: Optional[PathLike] = None) -> Path:
         """Write the table (atomically) to ``path`` or its own path; return the path. Entries
         another process saved to the same file meanwhile (same context) are kept: the file holds
-        the union, this table's own measurements winning on a shared key."""
+        the union, this table's own measurements winning on a shared key; so are the session
+        records (``measured``) of both."""
         target = Path(path) if path is not None else self.path
         merged = dict(self._entries)
         if target.exists():
             try:
-                stored, theirs = store.load(target)
-                store.check_context(target, stored, self.context)
+                data = store.read(target)
+                store.check_context(target, data["context"], self.context)
             except ValueError:
-                theirs = {}  # unreadable or another context: overwritten by this table
-            for key, stats in theirs.items():
-                merged.setdefault(key, stats)
-                self._entries.setdefault(key, stats)
-        return store.save(target, self.context, merged)
+                data = None  # unreadable or another context: overwritten by this table
+            if data is not None:
+                for key, stats in data["entries"].items():
+                    merged.setdefault(key, stats)
+                    self._entries.setdefault(key, stats)
+                # sessions: the file's copy of another session is the newer one
+                by_id = {r["id"]: r for r in self._sessions}
+                by_id.update((r["id"], r) for r in known_sessions(data))
+                if self._session is not None:
+                    by_id.pop(self._session["id"], None)
+                self._sessions = list(by_id.values())
+        return store.save(target, self.context, merged, measured=self.measured())
 
     # -- specs -----------------------------------------------------------------------------
     def entries(self, spec: Any) -> List[str]:
@@ -300,4 +367,4 @@ class LatencyTable:
             kind = store.key_dict(key)["kind"]
             kinds[kind] = kinds.get(kind, 0) + 1
         return {"path": str(self.path), "context": dict(self.context), "entries": len(self),
-                "kinds": kinds}
+                "kinds": kinds, "measured": self.measured()}

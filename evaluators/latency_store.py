@@ -14,9 +14,22 @@ and 2, timed another way, are refused)::
       "context": {"cpu": "AMD EPYC", "isa": "avx2", "native": "<sha1[:12] of the extension>",
                   "threads": 2, "torch": "2.13.0+cpu",
                   "input_size": [3, 64, 64], "clock": "wall", "heap": "steady"},
+      "measured": [{"id": "<hex>", "started": "2025-01-31T09:15:02.113+00:00",
+                    "finished": "2025-01-31T09:21:40.905+00:00",
+                    "load_1min_start": 0.42, "load_1min_end": 1.07, "entries": 412,
+                    "host": "node-3", "pid": 12345}, ...],
       "entries": {"<canonical key>": {"median_ms": .., "min_ms": .., "q1_ms": .., "q3_ms": ..,
                                       "max_ms": .., "repeats": 25, "number": 1}, ...}
     }
+
+``measured`` is metadata, not context: when the entries were timed and under what load. One
+record per measuring session (a ``LatencyTable`` object that measured entries: one process, one
+``bsrnas lut build`` run; a table file may be extended by several), with its UTC start and end
+(ISO 8601), the 1-minute load average (``os.getloadavg()[0]``, ``None`` where the OS has none)
+when it started and when it last measured, the count of unit measurements it made
+(re-measurements included) and its host and pid. Files written before this record existed
+have no ``measured`` field (``read`` gives ``None``: unknown); when such a table is extended, its
+earlier entries are kept under one record with ``id`` ``"legacy"`` and ``started`` ``None``.
 
 A table measured in one context is refused in another (``check_context``): a different CPU
 model, ISA path or build (file hash) of the native kernel, thread count, torch version (the FP layers run through it),
@@ -31,13 +44,17 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from evaluators.latency_timing import TimingStats, slug
 
 FORMAT = "bsrnas-latency-table/3"
 FORMAT_TAG = "v3"  # in default file names, so caches of older formats are left alone
 CONTEXT_FIELDS = ("cpu", "isa", "native", "threads", "torch", "input_size", "clock", "heap")
+#: fields of one record of ``measured`` (see the module docstring)
+SESSION_FIELDS = ("id", "started", "finished", "load_1min_start", "load_1min_end", "entries",
+                  "host", "pid")
+LEGACY_SESSION = "legacy"
 
 
 def canonical_key(key: Mapping[str, Any]) -> str:
@@ -125,8 +142,39 @@ def check_context(path: Path, stored: Mapping[str, Any], wanted: Mapping[str, An
             )
 
 
-def load(path: Path) -> Tuple[Dict[str, Any], Dict[str, TimingStats]]:
-    """Read a table file; return (context, entries). Malformed files raise ``ValueError``."""
+def legacy_session(entries: int) -> Dict[str, Any]:
+    """The record standing for ``entries`` entries of a file written before sessions were
+    recorded: when and under what load they were measured is unknown."""
+    return {"id": LEGACY_SESSION, "started": None, "finished": None, "load_1min_start": None,
+            "load_1min_end": None, "entries": int(entries), "host": None, "pid": None}
+
+
+def _check_session(path: Path, i: int, rec: Any) -> Dict[str, Any]:
+    where = f"latency table {path}: measured[{i}]"
+    if not isinstance(rec, dict):
+        raise ValueError(f"{where} must be an object with the fields {list(SESSION_FIELDS)}, "
+                         f"got {rec!r}")
+    missing = [f for f in SESSION_FIELDS if f not in rec]
+    if missing:
+        raise ValueError(f"{where} lacks the field(s) {missing}; a record holds "
+                         f"{list(SESSION_FIELDS)}")
+    kinds = {"id": (str,), "started": (str, type(None)), "finished": (str, type(None)),
+             "load_1min_start": (int, float, type(None)), "load_1min_end": (int, float, type(None)),
+             "entries": (int,), "host": (str, type(None)), "pid": (int, type(None))}
+    for name, allowed in kinds.items():
+        value = rec[name]
+        if isinstance(value, bool) or not isinstance(value, allowed):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            raise ValueError(f"{where}.{name} is {value!r}; allowed: {names}")
+    if rec["entries"] < 0:
+        raise ValueError(f"{where}.entries is {rec['entries']!r}; allowed: an integer >= 0")
+    return dict(rec)
+
+
+def read(path: Path) -> Dict[str, Any]:
+    """Read a table file: ``dict(context=..., entries={key: TimingStats}, measured=[records] or
+    None)`` (``None``: a file written before measurement sessions were recorded). Malformed
+    files raise ``ValueError``."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -152,17 +200,33 @@ def load(path: Path) -> Tuple[Dict[str, Any], Dict[str, TimingStats]]:
         if not isinstance(value, dict):
             raise ValueError(f"latency table {path}: entry {key} must be an object, got {value!r}")
         entries[key] = TimingStats.from_dict(value)
-    return context, entries
+    measured = data.get("measured")
+    if measured is not None:
+        if not isinstance(measured, list):
+            raise ValueError(f"latency table {path}: 'measured' is {measured!r}; allowed: a list "
+                             f"of session records")
+        measured = [_check_session(path, i, rec) for i, rec in enumerate(measured)]
+    return {"context": context, "entries": entries, "measured": measured}
+
+
+def load(path: Path) -> Tuple[Dict[str, Any], Dict[str, TimingStats]]:
+    """Read a table file; return (context, entries). Malformed files raise ``ValueError``."""
+    data = read(path)
+    return data["context"], data["entries"]
 
 
 def save(path: Path, context: Mapping[str, Any], entries: Mapping[str, TimingStats],
-         extra: Optional[Mapping[str, Any]] = None) -> Path:
-    """Write the table atomically; return the path."""
+         extra: Optional[Mapping[str, Any]] = None,
+         measured: Optional[Sequence[Mapping[str, Any]]] = None) -> Path:
+    """Write the table atomically; return the path. ``measured``: the session records (see the
+    module docstring; ``None`` writes none)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ctx = dict(context)
     ctx["input_size"] = list(ctx["input_size"])
     data: Dict[str, Any] = {"format": FORMAT, "context": ctx}
+    if measured is not None:
+        data["measured"] = [{f: rec[f] for f in SESSION_FIELDS} for rec in measured]
     if extra:
         data.update(extra)
     data["entries"] = {k: entries[k].to_dict() for k in sorted(entries)}

@@ -32,11 +32,11 @@ def add_arguments(p) -> None:
                    help="folder holding <Set>/HR/*.png (e.g. ../shared/datasets); without it the "
                         "embedded default validation images are used")
     p.add_argument("--sets", default=None,
-                   help=f"comma-separated set names under --data-root (default: "
-                        f"{','.join(DEFAULT_SETS)} where present)")
+                   help=f"comma-separated set names under --data-root, each evaluated once "
+                        f"(default: {','.join(DEFAULT_SETS)} where present)")
     p.add_argument("--scales", default=None,
-                   help="comma-separated scales among 2,3,4 (default: 2,3,4 for bicubic, the "
-                        "model's own scale for a spec or checkpoint)")
+                   help="comma-separated scales among 2,3,4, each evaluated once (default: 2,3,4 "
+                        "for bicubic, the model's own scale for a spec or checkpoint)")
     p.add_argument("--json", default=None, metavar="OUT", help="write the results to this JSON file")
     p.add_argument("--device", default="cpu", help="torch device for a model (default: cpu)")
     p.add_argument("--cache-dir", default=None,
@@ -66,10 +66,14 @@ def parse_scales(text: Optional[str], fixed: Optional[int], model: str) -> List[
 
 
 def parse_sets(text: Optional[str], data_root: Optional[str]) -> List[str]:
+    """The set names to evaluate, in the order given; a name given twice is kept once, at its
+    first place (as ``parse_scales`` does for scales)."""
     from evaluators.data import list_sets
 
+    names = (None if text is None
+             else list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip())))
     if data_root is None:
-        if text not in (None, "default"):
+        if names not in (None, ["default"]):
             raise ValueError(f"--sets: without --data-root only the embedded set 'default' is "
                              f"available, got {text!r}")
         return ["default"]
@@ -78,12 +82,10 @@ def parse_sets(text: Optional[str], data_root: Optional[str]) -> List[str]:
     found = list_sets(data_root)
     if not found:
         raise ValueError(f"--data-root: no sets (<name>/HR folders) under {data_root}")
-    if text is None:
+    if names is None:
         names = [s for s in DEFAULT_SETS if s in found] or found
-    else:
-        names = [t.strip() for t in text.split(",") if t.strip()]
-        if not names:
-            raise ValueError(f"--sets: empty list; allowed: {', '.join(found)}")
+    elif not names:
+        raise ValueError(f"--sets: empty list; allowed: {', '.join(found)}")
     for name in names:
         if name not in found:
             raise ValueError(f"--sets: unknown set {name!r}; allowed (found under {data_root}): "
@@ -105,10 +107,13 @@ def load_sr(model: str, device: str) -> Tuple[Optional[object], Optional[int]]:
 
         spec = ArchSpec.from_json(path.read_text())
         net = build(spec)
-    else:
+    else:  # a checkpoint: read with torch.load(weights_only=True), no code from the file runs
         from evaluators.checkpoint import load_model
 
-        spec, net = load_model(str(path))
+        try:
+            spec, net = load_model(str(path))
+        except ValueError as exc:
+            raise ValueError(f"--model: {exc}") from None
     return net, int(spec.scale)
 
 

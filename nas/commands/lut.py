@@ -13,8 +13,10 @@ figure the fastest call; see ``evaluators.latency``; tqdm bar) and writes the ta
 cache folder). The table is saved every ``SAVE_EVERY`` entries, so an interrupted build keeps
 what it measured and a rerun continues. ``--limit N`` measures only the first N missing units
 (in key order); ``--sample N`` measures N missing units drawn at random (``--seed``); either way
-the count of the whole set is printed first. ``show`` prints the context and per-kind counts
-and the fastest / median / slowest unit figures of a table file.
+the count of the whole set is printed first. ``show`` prints the context, when and under what
+load the entries were measured (one line per measuring session: UTC start and end, 1-minute
+load average at both, entries measured, host and pid; see ``evaluators.latency_store``), and the
+per-kind counts and fastest / median / slowest unit figures of a table file.
 """
 from __future__ import annotations
 
@@ -99,16 +101,51 @@ def _build(args) -> int:
     return 0
 
 
+UNKNOWN_TIMES = "unknown (table written before measurement times were recorded)"
+
+
+def _load_text(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _entries_text(n: int) -> str:
+    return f"{n} entr{'y' if n == 1 else 'ies'}"
+
+
+def measured_lines(measured) -> List[str]:
+    """The ``measured`` lines of ``show`` for the session records of a table (``None``: a file
+    written before they were recorded)."""
+    if measured is None:
+        return [f"  {'measured':<10} {UNKNOWN_TIMES}"]
+    if not measured:
+        return [f"  {'measured':<10} nothing yet"]
+    total = sum(r["entries"] for r in measured)
+    lines = [f"  {'measured':<10} {len(measured)} session{'s' if len(measured) != 1 else ''}, "
+             f"{total} unit measurements (UTC; load = 1-minute load average at start -> end)"]
+    for r in measured:
+        if r["started"] is None:
+            lines.append(f"    {UNKNOWN_TIMES}: {_entries_text(r['entries'])}")
+            continue
+        where = f"{r['host'] or '?'} pid {r['pid'] if r['pid'] is not None else '?'}"
+        lines.append(f"    {r['started']} .. {r['finished'] or '?'}  load "
+                     f"{_load_text(r['load_1min_start'])} -> {_load_text(r['load_1min_end'])}  "
+                     f"{_entries_text(r['entries'])}  {where}")
+    return lines
+
+
 def _show(args) -> int:
-    from evaluators.latency_store import format_input_size, key_dict, load
+    from evaluators.latency_store import format_input_size, key_dict, read
 
     path = Path(args.file)
-    context, entries = load(path)
+    data = read(path)
+    context, entries = data["context"], data["entries"]
     print(f"latency table {path}")
     for name in ("cpu", "isa", "native", "threads", "torch", "clock"):
         print(f"  {name:<10} {context[name]}")
     print(f"  {'input':<10} {format_input_size(tuple(context['input_size']))}")
     print(f"  {'entries':<10} {len(entries)}")
+    for line in measured_lines(data["measured"]):
+        print(line)
     per_kind: Dict[str, List[float]] = {}
     for key, stats in entries.items():
         per_kind.setdefault(key_dict(key)["kind"], []).append(stats.min_ms)
