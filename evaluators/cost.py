@@ -35,9 +35,17 @@ elements, HW pixels, P = parts, d' = min(bam_depth, position of the conv in its 
 
 Elsewhere: each FP conv adds its bias (1 per output element); ReLU (fp body) 1 and LeakyReLU
 (FP upsampler) 2 per element; block residual and global skip 1 add per element; input
-normalisation (subtract mean, multiply by k) 2 per input element and the output's inverse 2 per
-output element. PixelShuffle and channel repeats move data: 0. Per-channel O(C) work is not
-counted.
+normalisation (subtract mean, multiply by k) 2 per input element and the output's inverse
+(divide by k, add mean) 2 per output element, 1 and 1 with ``input_mean = "none"`` (no mean).
+PixelShuffle and channel repeats move data: 0. Per-channel O(C) work is not counted.
+
+Image-level skip (``image_skip``), on N_sr = 3 (sH)(sW) = 3 s^2 H W output elements, an
+interpolation tap counting one MAC (1 FLOP, the convention above) and the skip add 1 FLOP per
+output element; it has no parameters and no MACs of a conv (``fp_macs`` is unchanged)::
+
+    nearest    N_sr            (the copy / channel repeat moves data: 0; the add: N_sr)
+    bilinear   (4 + 1) N_sr    (2 x 2 taps per output element, then the add)
+    bicubic    (16 + 1) N_sr   (4 x 4 taps per output element, then the add)
 
 Parameters per binary conv: C_out C_in k^2 binary weights; bam (d + 1) C_in + 2 C_in;
 threshold channel C_in; parts > 1: P C_in + P C_out; aae 1; bias C_out; rescale channel C_out,
@@ -46,8 +54,11 @@ spatial 10; bn 2 C_out; prelu C_out; rprelu 3 C_out. FP conv: k^2 C_in C_out + C
 Peak activations: the network runs as a sequence of conv steps; at each step the live tensors
 are the step's input and output plus tensors kept for later (the head output while a global skip
 is pending, the block input while a block residual is pending, earlier conv inputs a later BAM
-conv of the block accumulates). Element-wise steps run in place; intermediates inside a conv
-(bit-planes, partial sums, the spatial map) are not counted; PixelShuffle is a view.
+conv of the block accumulates, the normalised input 3 H W while an image skip is pending).
+Element-wise steps run in place; intermediates inside a conv (bit-planes, partial sums, the
+spatial map) are not counted; PixelShuffle is a view. The image skip is one more step, after
+the tail's last conv: the normalised input, the tail output and the upsampled (or
+channel-repeated) image, 3 H W + 2 N_sr.
 """
 from __future__ import annotations
 
@@ -61,6 +72,8 @@ HEAD_KERNELS = {"conv3": 3, "conv5": 5}
 BYTES_FP32 = 4
 DEFAULT_INPUT_SIZE = (3, 180, 320)  # BBCU's reporting size (x4 -> 1280 x 720)
 
+#: FLOPs per output element of the image skip (interpolation taps + the add), see above.
+IMAGE_SKIP_FLOPS = {"none": 0, "nearest": 1, "bilinear": 4 + 1, "bicubic": 16 + 1}
 _NONLIN_FLOPS = {"none": 0, "prelu": 2, "leaky_relu": 2, "rprelu": 4}
 _NONLIN_PARAMS = {"none": 0, "prelu": 1, "leaky_relu": 0, "rprelu": 3}
 
@@ -125,6 +138,7 @@ class _Tally:
     def __init__(self) -> None:
         self.bops = self.fp_macs = self.flops = self.params = self.binary_params = 0
         self.peak = 0
+        self.kept: Dict[str, int] = {}  # tensors alive at every later step (the image skip's x)
 
     def fp_conv(self, cin: int, cout: int, k: int, h: int, w: int) -> None:
         macs = k * k * cin * cout * h * w
@@ -142,7 +156,7 @@ class _Tally:
 
     def live(self, tensors: Dict[str, int]) -> None:
         """``tensors``: name -> elements of every distinct tensor alive at a conv step."""
-        self.peak = max(self.peak, sum(tensors.values()))
+        self.peak = max(self.peak, sum({**self.kept, **tensors}.values()))
 
 
 def _bam_window(layers: Sequence[LayerSpec], i: int) -> int:
@@ -212,11 +226,18 @@ def cost(spec: ArchSpec, input_size: Sequence[int] = DEFAULT_INPUT_SIZE) -> Dict
     _, h, w = _check_input_size(input_size)
     t = _Tally()
     s = spec.scale
-    t.flops += 2 * 3 * h * w + 2 * 3 * (s * h) * (s * w)  # (x - mean) * k and its inverse
+    n_sr = 3 * (s * h) * (s * w)
+    per_element = 2 if spec.input_mean == "div2k" else 1  # (x - mean) * k, or x * k
+    t.flops += per_element * (3 * h * w + n_sr)  # the normalisation and its inverse
     t.fp_conv(3, spec.channels, HEAD_KERNELS[spec.head], h, w)
     t.live({"x": 3 * h * w, "h": spec.channels * h * w})
+    if spec.image_skip != "none":
+        t.kept = {"x": 3 * h * w}
     _body(spec, t, h, w)
     _tail(spec, t, h, w)
+    if spec.image_skip != "none":
+        t.flops += IMAGE_SKIP_FLOPS[spec.image_skip] * n_sr
+        t.live({"o": n_sr, "up": n_sr})
     model_bytes = math.ceil(t.binary_params / 8) + BYTES_FP32 * (t.params - t.binary_params)
     return {
         "bops": t.bops,

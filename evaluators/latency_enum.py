@@ -5,8 +5,11 @@ channels C, head, body kind, ``block_residual``, tail and the per-conv choices; 
 blocks and ``global_skip`` only repeat or drop units (the ``add`` key is the same for every
 add at one width). So the distinct keys of a space are::
 
-    overhead, output                                 one each (LR / SR size of the space)
-    head(h, C)          for h in heads, C in channels
+    overhead                                         one (LR size of the space)
+    output(mean)        for mean in input_mean (``"mean": false`` only for input_mean none)
+    head(h, C, mean)    for h in heads, C in channels, mean in input_mean
+    image_skip(mode, at) for mode in image_skip (not none) and every tail (``at`` = pre_shuffle
+                        for nearest on fp_one_stage, else output)
     add(C)              for C in channels
     fp_block(C, res)    for C in channels, res in block_residual       (when body fp allowed)
     bconv(C->C, pos, choices)  for C in channels, pos in {0, 1} and every combination of the
@@ -24,7 +27,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, Dict, List, Mapping, Tuple
 
-from evaluators.latency_keys import READ, Key, conv_work, decompose
+from evaluators.latency_keys import READ, Key, conv_work, decompose, image_skip_key
 from evaluators.latency_store import canonical_key
 
 
@@ -52,11 +55,17 @@ def space_keys(space: Any, input_size: Tuple[int, int, int]) -> List[str]:
     s = space.scale
     arch = space.arch
     out: Dict[str, Key] = {}
-    _add_unique(out, [{"kind": "overhead", "h": H, "w": W}, {"kind": "output", "h": s * H, "w": s * W}])
+    means = [{"mean": False} if m == "none" else {} for m in arch.get("input_mean", ("div2k",))]
+    _add_unique(out, [{"kind": "overhead", "h": H, "w": W}])
+    _add_unique(out, ({"kind": "output", "h": s * H, "w": s * W, **m} for m in means))
+    for mode in arch.get("image_skip", ("none",)):
+        _add_unique(out, (k for k in (image_skip_key(mode, t, s, H, W) for t in arch["tail"])
+                          if k is not None))
     body_convs = conv_configs(space.layer) if "binary" in arch["body"] else []
     tail_convs = conv_configs(space.tail_layer) if "binary_repeat" in arch["tail"] else []
     for C in arch["channels"]:
-        _add_unique(out, ({"kind": "head", "head": h, "out": C, "h": H, "w": W} for h in arch["head"]))
+        _add_unique(out, ({"kind": "head", "head": h, "out": C, "h": H, "w": W, **m}
+                          for h in arch["head"] for m in means))
         if any(arch["global_skip"]) or ("binary" in arch["body"] and any(arch["block_residual"])):
             _add_unique(out, [{"kind": "add", "c": C, "h": H, "w": W}])
         if "fp" in arch["body"]:

@@ -6,7 +6,8 @@ network that ``space.builder.build(spec)`` makes (N = 1, LR input ``3 x H x W``,
 
     overhead   calling the compiled network once (input/output handling of the runtime)
     head       input normalisation (x - mean) * k  and the FP head conv 3 -> C     at H x W
-               (the builder multiplies by k even when k = 1, so k is not part of any key)
+               (the builder multiplies by k even when k = 1, so k is not part of any key;
+               with ``input_mean = "none"`` the key holds ``"mean": false``: x * k only)
     bconv      one binary conv through the packed runtime (body and binary tail)   at its input
     add        an elementwise add of two C x H x W maps (block residual, global skip)
     fp_block   one full-precision body block (fp body): conv3-ReLU-conv3 (+ input)
@@ -14,7 +15,15 @@ network that ``space.builder.build(spec)`` makes (N = 1, LR input ``3 x H x W``,
     shuffle    PixelShuffle(r) of a binary upsampler stage (r^2 C x h x w -> C x rh x rw)
     fp_conv    an FP conv (the last conv C -> 3 of the staged tails)
     espcn      the one-stage tail: FP conv C -> 3 s^2 and PixelShuffle(s)
-    output     de-normalisation  o / k + mean  at 3 x sH x sW
+    image_skip the image-level skip  o + up(x): ``mode`` (nearest | bilinear | bicubic), ``s``,
+               LR ``h``, ``w``, and ``at``: ``output`` (added to the tail's 3 x sH x sW output,
+               up = F.interpolate) or ``pre_shuffle`` (nearest on the one-stage tail: the
+               3 s^2 x H x W conv output + x repeated s^2 times along channels; the espcn unit
+               holds the conv and the shuffle)
+    output     de-normalisation  o / k + mean  at 3 x sH x sW (``"mean": false``: o / k only)
+
+Keys of specs without the newer fields (``input_mean = "div2k"``, ``image_skip = "none"``) are
+exactly the keys of before, so a stored table stays valid for them.
 
 A ``bconv`` key holds only what changes the work of the packed runtime (``conv_work``):
 
@@ -107,8 +116,9 @@ def decompose(spec: Any, input_size: Tuple[int, int, int]) -> List[Key]:
     """The key dicts of every timed unit of ``spec`` at LR input ``input_size`` (see above)."""
     _, H, W = input_size
     C, s = spec.channels, spec.scale
+    no_mean = {"mean": False} if getattr(spec, "input_mean", "div2k") == "none" else {}
     keys: List[Key] = [{"kind": "overhead", "h": H, "w": W}]
-    keys.append({"kind": "head", "head": spec.head, "out": C, "h": H, "w": W})
+    keys.append({"kind": "head", "head": spec.head, "out": C, "h": H, "w": W, **no_mean})
     add = {"kind": "add", "c": C, "h": H, "w": W}
     for b in range(spec.blocks):
         if spec.body == "fp":
@@ -133,5 +143,16 @@ def decompose(spec: Any, input_size: Tuple[int, int, int]) -> List[Key]:
                 keys.append({"kind": "shuffle", "c": C, "r": r, "h": h, "w": w})
             h, w = h * r, w * r
         keys.append({"kind": "fp_conv", "in": C, "out": 3, "k": 3, "h": h, "w": w})
-    keys.append({"kind": "output", "h": s * H, "w": s * W})
+    skip = image_skip_key(getattr(spec, "image_skip", "none"), spec.tail, s, H, W)
+    if skip is not None:
+        keys.append(skip)
+    keys.append({"kind": "output", "h": s * H, "w": s * W, **no_mean})
     return keys
+
+
+def image_skip_key(mode: str, tail: str, scale: int, h: int, w: int) -> "Key | None":
+    """The ``image_skip`` key of ``mode`` on ``tail`` at LR ``h x w`` (None for mode none)."""
+    if mode == "none":
+        return None
+    at = "pre_shuffle" if mode == "nearest" and tail == "fp_one_stage" else "output"
+    return {"kind": "image_skip", "mode": mode, "at": at, "s": scale, "h": h, "w": w}

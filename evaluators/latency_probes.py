@@ -16,8 +16,10 @@ input once and every layer keeps that order), no autograd. So the sum of the uni
 * ``bconv``: the ``NativeBinaryConv2d`` the runtime puts in place of an eval-mode
   ``BinaryConv2d`` with work-equivalent choices (``latency_keys.conv_choices``), called with
   the BAM history it would see in its block;
-* ``output``: the de-normalisation ``o / k + mean`` and the runtime's final NCHW copy of the
-  SR image;
+* ``output``: the de-normalisation ``o / k + mean`` (``o / k`` for a key with ``mean: false``)
+  and the runtime's final NCHW copy of the SR image;
+* ``image_skip``: the builder's ``ImageSkip`` (``o + up(x)``, or for ``at = pre_shuffle`` the
+  pre-shuffle ``3 s^2 x H x W`` tensor plus the channel-repeated image) on channels-last inputs;
 * the other FP units (``head``, ``add``, ``fp_block``, ``fp_stage``, ``shuffle``, ``fp_conv``,
   ``espcn``): the builder's modules in eval mode under ``torch.no_grad()``.
 """
@@ -128,28 +130,44 @@ def _spec(scale: int, channels: int, tail: str):
 
 
 class _Head(nn.Module):
-    def __init__(self, head: str, channels: int):
+    def __init__(self, head: str, channels: int, subtract_mean: bool = True):
         super().__init__()
         from space.builder import HEADS, RGB_MEAN
 
         self.head = HEADS[head](channels)
         self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1))
         self.k = 1.0
+        self.subtract_mean = subtract_mean
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head((x - self.mean) * self.k)
+        if self.subtract_mean:
+            return self.head((x - self.mean) * self.k)
+        return self.head(x * self.k)
 
 
 class _Output(nn.Module):
-    def __init__(self):
+    def __init__(self, add_mean: bool = True):
         super().__init__()
         from space.builder import RGB_MEAN
 
         self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1))
         self.k = 1.0
+        self.add_mean = add_mean
 
     def forward(self, o: torch.Tensor) -> torch.Tensor:
-        return (o / self.k + self.mean).contiguous()  # the runtime returns NCHW-contiguous
+        if self.add_mean:
+            return (o / self.k + self.mean).contiguous()  # the runtime returns NCHW-contiguous
+        return (o / self.k).contiguous()
+
+
+def _image_skip(key: Mapping[str, Any]) -> Probe:
+    from space.builder import ImageSkip
+
+    s, h, w = key["s"], key["h"], key["w"]
+    pre = key["at"] == "pre_shuffle"
+    skip = ImageSkip(key["mode"], s, pre_shuffle=pre)
+    o = _input(3 * s * s, h, w) if pre else _input(3, s * h, s * w)
+    return _no_grad(skip, o, _input(3, h, w, seed=1))
 
 
 class _Add(nn.Module):
@@ -162,9 +180,11 @@ def _fp(key: Mapping[str, Any], threads: int) -> Probe:
 
     kind, h, w = key["kind"], key["h"], key["w"]
     if kind == "head":
-        return _no_grad(_Head(key["head"], key["out"]), _input(3, h, w))
+        return _no_grad(_Head(key["head"], key["out"], key.get("mean", True)), _input(3, h, w))
     if kind == "output":
-        return _no_grad(_Output(), _input(3, h, w))
+        return _no_grad(_Output(key.get("mean", True)), _input(3, h, w))
+    if kind == "image_skip":
+        return _image_skip(key)
     if kind == "add":
         return _no_grad(_Add(), _input(key["c"], h, w), _input(key["c"], h, w, seed=1))
     if kind == "fp_block":
@@ -187,7 +207,7 @@ def _fp(key: Mapping[str, Any], threads: int) -> Probe:
 PROBES: Dict[str, Callable[[Mapping[str, Any], int], Probe]] = {
     "bconv": _bconv, "overhead": _overhead,
     **{k: _fp for k in ("head", "output", "add", "fp_block", "fp_stage", "shuffle", "fp_conv",
-                        "espcn")},
+                        "espcn", "image_skip")},
 }
 
 

@@ -2,13 +2,26 @@
 
 The model maps an RGB batch ``(N, 3, H, W)`` with values in [0, 1] to ``(N, 3, s H, s W)``::
 
-    x  = (rgb - MEAN) * k            MEAN = DIV2K RGB mean (0.4488, 0.4371, 0.4040) as in EDSR /
-                                     BasicSR; k = spec.residual_alignment (1 = off, BBCU: 130)
+    m  = MEAN if spec.input_mean == "div2k" else 0
+                                     MEAN = DIV2K RGB mean (0.4488, 0.4371, 0.4040) as in EDSR /
+                                     BasicSR; k = spec.residual_alignment (the input scale: 1 =
+                                     off, E2FIF's code: 255 with m = MEAN, BBCU: 130 with m = 0)
+    x  = (rgb - m) * k               (m = 0: x = rgb * k, no subtraction is run)
     h  = head(x)                     FP conv 3 -> C, 3x3 (conv3) or 5x5 (conv5), 'same' padding
     y  = body(h)                     `blocks` blocks (binary: ops.BinaryBlock; fp: conv-ReLU-conv)
     y  = y + h       if global_skip
     o  = tail(y)                     see TAILS
-    sr = o / k + MEAN
+    o  = o + up(x)   if image_skip != "none"   (``ImageSkip``; x is the normalised input)
+    sr = o / k + m
+
+``up`` (s = spec.scale): ``nearest`` / ``bilinear`` / ``bicubic`` are
+``F.interpolate(x, scale_factor=s, mode=..., align_corners=False)`` (no ``align_corners`` for
+nearest), added to the tail's output. For ``nearest`` with the ``fp_one_stage`` tail the skip is
+added before the tail's PixelShuffle instead, to the conv output C -> 3 s^2, as
+``x.repeat_interleave(s * s, dim=1)`` (the mobile-SR anchor); PixelShuffle(s) of that is exactly
+nearest upsampling, so the values are the same. With a tail that outputs 0 the model returns
+``up(x) / k + m = up(rgb)`` (to float rounding): every interpolation is linear with weights that
+sum to 1.
 
 Input normalisation is the model's business, so every caller feeds plain [0, 1] images. With
 ``k = 130`` (BBCU's residual alignment) the FP residual stream carries values ~130x larger than
@@ -24,6 +37,7 @@ from typing import Callable, Dict
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ops import BinaryBlock, BinaryConv2d
 from space.spec import ArchSpec, upsample_stages
@@ -109,6 +123,47 @@ TAILS: Dict[str, Callable[[ArchSpec], nn.Module]] = {
 }
 
 
+def upsample_image(x: torch.Tensor, mode: str, scale: int) -> torch.Tensor:
+    """``x`` upsampled ``scale`` times by ``F.interpolate`` (``mode``: nearest, bilinear, bicubic;
+    ``align_corners=False`` for the last two)."""
+    if mode == "nearest":
+        return F.interpolate(x, scale_factor=scale, mode="nearest")
+    return F.interpolate(x, scale_factor=scale, mode=mode, align_corners=False)
+
+
+class ImageSkip(nn.Module):
+    """The image-level skip: ``forward(o, x) = o + up(x)``. With ``pre_shuffle`` (nearest on the
+    one-stage tail) ``o`` is the pre-shuffle tensor ``3 s^2 x H x W`` and the skip adds
+    ``x.repeat_interleave(s * s, dim=1)`` (channel c s^2 + i s + j = image channel c, which
+    PixelShuffle(s) moves to pixel (s y + i, s x + j) of channel c: nearest upsampling)."""
+
+    def __init__(self, mode: str, scale: int, pre_shuffle: bool = False):
+        super().__init__()
+        if mode not in ("nearest", "bilinear", "bicubic"):
+            raise ValueError(f"invalid image_skip {mode!r}; allowed: "
+                             f"['nearest', 'bilinear', 'bicubic']")
+        if pre_shuffle and mode != "nearest":
+            raise ValueError(f"invalid pre_shuffle image skip for mode {mode!r}; allowed: "
+                             f"only mode 'nearest'")
+        self.mode, self.scale, self.pre_shuffle = mode, scale, pre_shuffle
+
+    def forward(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.pre_shuffle:
+            return o + x.repeat_interleave(self.scale * self.scale, dim=1)
+        return o + upsample_image(x, self.mode, self.scale)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}, scale={self.scale}, pre_shuffle={self.pre_shuffle}"
+
+
+def image_skip_of(spec: ArchSpec) -> "ImageSkip | None":
+    """The ``ImageSkip`` of ``spec`` (None for ``image_skip = "none"``)."""
+    if spec.image_skip == "none":
+        return None
+    pre = spec.image_skip == "nearest" and spec.tail == "fp_one_stage"
+    return ImageSkip(spec.image_skip, spec.scale, pre_shuffle=pre)
+
+
 class SRNetwork(nn.Module):
     """Head, body, optional global skip, tail, with the input normalisation of the module doc."""
 
@@ -116,21 +171,37 @@ class SRNetwork(nn.Module):
         super().__init__()
         self.spec = spec
         self.register_buffer("rgb_mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.subtract_mean = spec.input_mean == "div2k"
         self.residual_alignment = spec.residual_alignment
         self.head = HEADS[spec.head](spec.channels)
         self.body = BODIES[spec.body](spec)
         self.tail = TAILS[spec.tail](spec)
+        self.image_skip = image_skip_of(spec)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"invalid input shape {tuple(x.shape)}; allowed: (N, 3, H, W) RGB")
-        mean = self.rgb_mean.to(x.dtype)
         k = self.residual_alignment
-        h = self.head((x - mean) * k)
+        if self.subtract_mean:
+            mean = self.rgb_mean.to(x.dtype)
+            x = (x - mean) * k
+        else:
+            x = x * k
+        h = self.head(x)
         y = self.body(h)
         if self.spec.global_skip:
             y = y + h
-        return self.tail(y) / k + mean
+        skip = self.image_skip
+        if skip is None:
+            o = self.tail(y)
+        elif skip.pre_shuffle:  # fp_one_stage = (conv C -> 3 s^2, PixelShuffle(s))
+            conv, shuffle = self.tail
+            o = shuffle(skip(conv(y), x))
+        else:
+            o = skip(self.tail(y), x)
+        if self.subtract_mean:
+            return o / k + mean
+        return o / k
 
     def extra_repr(self) -> str:
         return f"spec_id={self.spec.id!r}, scale={self.spec.scale}"

@@ -11,7 +11,10 @@ YAML format (every key but ``scale`` optional; see ``configs/space/default.yaml`
       global_skip: [true, false]    # default [true]
       block_residual: [true, false] # default [true]; the SRResNet block-level skip
       body: [binary]                # default [binary]; "fp" adds the full-precision reference
-      residual_alignment: [1.0]     # default [1.0]; BBCU's k, e.g. [1.0, 130.0]
+      residual_alignment: [1.0]     # default [1.0]; the input scale k, e.g. [1.0, 130.0]
+      input_mean: [div2k]           # default [div2k]; "none" feeds the raw image (BBCU)
+      image_skip: [none]            # default [none]; image-level skip: none | nearest |
+                                    #   bilinear | bicubic (see space/spec.py)
     layer:                          # the choices of each body binary conv
       granularity: block            # default granularity of this section (default: layer)
       threshold: [zero, channel, local_mean]          # list -> section granularity
@@ -27,7 +30,9 @@ value per residual block shared by its 2 convs (``block.<b>.<choice>``), ``share
 for the whole body (``shared.<choice>``). Tail convs: ``tail.<j>.<choice>`` or
 ``tail.shared.<choice>``. Architecture labels: ``arch.channels``, ``arch.blocks``, ``arch.head``,
 ``arch.global_skip``, ``arch.block_residual``, ``arch.body``, ``arch.residual_alignment``,
-``tail.kind``.
+``arch.input_mean``, ``arch.image_skip``, ``tail.kind``. (The two newest are suggested last,
+after every other architecture label, so spaces that keep them single-valued sample exactly as
+before.)
 
 A dimension with a single allowed value is a constant: ``sample`` makes no suggest call for it and
 ``params_of`` leaves it out, so a params dict holds exactly the choices that vary.
@@ -36,6 +41,7 @@ Size (number of distinct ArchSpecs), with V_c the allowed values of choice c and
 u(g, b) = 2b | b | 1 for granularity layer | block | shared (tail: n_tail | 1)::
 
     size = |channels| |head| |global_skip| |block_residual| |residual_alignment|
+           * |input_mean| |image_skip|
            * sum_{b in blocks} [ sum_{body} B(body, b) ] * [ sum_{tail} T(tail) ]
     B(binary, b) = prod_c |V_c|^u(g_c, b),   B(fp, b) = 1
     T(t) = prod_c |V_c|^u(g_c)  when t has binary convs, else 1
@@ -51,15 +57,15 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 import yaml
 
 from ops.choices import CHOICES, validate_choice
-from space.spec import (BODIES, CONVS_PER_BLOCK, HEADS, SCALES, TAILS, ArchSpec, LayerSpec,
-                        tail_conv_count)
+from space.spec import (BODIES, CONVS_PER_BLOCK, HEADS, IMAGE_SKIPS, INPUT_MEANS, SCALES, TAILS,
+                        ArchSpec, LayerSpec, tail_conv_count)
 
 GRANULARITIES = ("layer", "block", "shared")
 TAIL_GRANULARITIES = ("layer", "shared")
 ARCH_DEFAULTS: Dict[str, Tuple[Any, ...]] = {
     "channels": (64,), "blocks": (16,), "head": ("conv3",), "tail": ("fp_two_stage",),
     "global_skip": (True,), "block_residual": (True,), "body": ("binary",),
-    "residual_alignment": (1.0,),
+    "residual_alignment": (1.0,), "input_mean": ("div2k",), "image_skip": ("none",),
 }
 ARCH_LABELS = {name: f"arch.{name}" for name in ARCH_DEFAULTS}
 ARCH_LABELS["tail"] = "tail.kind"
@@ -79,6 +85,8 @@ _ARCH_CHECKS = {
     "body": (lambda v: v in BODIES, f"values of {list(BODIES)}"),
     "residual_alignment": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
                            and 0 < v < float("inf"), "finite numbers > 0"),
+    "input_mean": (lambda v: v in INPUT_MEANS, f"values of {list(INPUT_MEANS)}"),
+    "image_skip": (lambda v: v in IMAGE_SKIPS, f"values of {list(IMAGE_SKIPS)}"),
 }
 
 
@@ -312,7 +320,8 @@ class SearchSpace:
         """Exact number of distinct ArchSpecs in the space (formula in the module docstring)."""
         a = self.arch
         outer = (len(a["channels"]) * len(a["head"]) * len(a["global_skip"])
-                 * len(a["block_residual"]) * len(a["residual_alignment"]))
+                 * len(a["block_residual"]) * len(a["residual_alignment"])
+                 * len(a["input_mean"]) * len(a["image_skip"]))
         body_sum = 0
         for b in a["blocks"]:
             for body in a["body"]:

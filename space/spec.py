@@ -9,23 +9,56 @@ An ``ArchSpec`` is the only description of an architecture that crosses package 
 
 The network it describes (built by ``space.builder``; counted by ``evaluators.cost``)::
 
-    x  = (rgb - mean) * residual_alignment          # input normalisation, see builder
+    m  = MEAN if input_mean == "div2k" else 0       # MEAN = DIV2K RGB mean (builder.RGB_MEAN)
+    k  = residual_alignment                         # the input scale k
+    x  = (rgb - m) * k                              # input normalisation
     h  = head(x)                                    # one FP conv 3 -> C, k = 3 (conv3) or 5 (conv5)
     y  = body(h)                                    # `blocks` blocks, 2 convs each:
                                                     #   z = conv2(conv1(z)) (+ z if block_residual)
     y  = y + h                 if global_skip       # long skip (SRResNet / E2FIF)
     o  = tail(y)                                    # upsampler -> 3 x (s H) x (s W)
-    sr = o / residual_alignment + mean
+    o  = o + up(x)             if image_skip != none  # image-level skip, on the normalised x
+    sr = o / k + m
+
+so with a tail that outputs 0, ``sr = up(x) / k + m = up(rgb)`` (``up`` is linear and keeps
+constants): the network learns the residual over ``up(rgb)``.
+
+Input normalisation (``input_mean``, ``residual_alignment``):
+
+* ``input_mean = "div2k"`` (default) subtracts the DIV2K mean (EDSR / BasicSR); ``"none"`` feeds
+  the raw image, as BBCU's code does (Zj-BinXia/BBCU ``bbcul_arch.py`` scales the raw image).
+* ``residual_alignment`` is the input scale k: the normalised image is multiplied by k before the
+  head and the output divided by k after the tail, so the FP residual paths carry much larger
+  values than a binary conv's output. 1.0 is today's default; E2FIF's code (pppLang/E2FIF,
+  ``rgb_range = 255`` with ``MeanShift``) is ``input_mean = "div2k"``, k = 255; BBCU-L is
+  ``input_mean = "none"``, k = 130 (BBCU's "residual alignment", Xia et al., ICLR 2023).
+
+``image_skip`` (``up`` above, s = scale; every mode is torch ``F.interpolate`` semantics):
+
+* ``none``      no image-level skip (default).
+* ``nearest``   nearest-neighbour upsampling (each LR pixel copied to its s x s block). Tail
+  ``fp_one_stage``: added to the pre-shuffle tensor, the conv output C -> 3 s^2, as the input
+  repeated s^2 times along channels in PixelShuffle's channel order
+  (``x.repeat_interleave(s * s, dim=1)``: pre-shuffle channel c s^2 + i s + j holds image
+  channel c, for every sub-pixel offset (i, j)), which after PixelShuffle(s) is exactly
+  nearest upsampling (the mobile-SR "anchor": no MACs). Tails ``fp_two_stage`` and
+  ``binary_repeat`` end with an FP conv C -> 3 after the shuffles, so there
+  ``F.interpolate(x, scale_factor=s, mode="nearest")`` is added to that conv's output. Both give
+  the same values (PixelShuffle only moves elements).
+* ``bilinear``  ``F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)`` added
+  to the tail output (BBCU-L: sr = net(x) + bilinear(x)).
+* ``bicubic``   the same with ``mode="bicubic"`` (PyTorch's cubic kernel, a = -0.75; not MATLAB's
+  antialiased imresize).
+
+Fields added after the first release (``input_mean``, ``image_skip``) are left out of
+``to_dict`` / the canonical JSON while they hold their defaults, so every spec that existed
+before keeps its JSON and its id; a spec JSON without them loads with the defaults.
 
 ``body = "binary"``: every body conv is a binary conv configured by one ``LayerSpec``
 (``layers[2 b]`` and ``layers[2 b + 1]`` are the two convs of block ``b``).
 ``body = "fp"``: the full-precision reference (MSRResNet block conv3-ReLU-conv3, plus the block
 input when ``block_residual``); ``layers`` is then empty. ``block_residual`` is the SRResNet
 block-level skip; designs with an FP skip over every conv (E2FIF, BBCU) turn it off.
-
-``residual_alignment`` is BBCU's k (Xia et al., ICLR 2023): the normalised image is multiplied
-by k before the head and the output divided by k after the tail, so the FP residual paths carry
-much larger values than a binary conv's output; 1.0 turns it off.
 
 ``tail`` (upsampler) kinds and their binary convs (``tail_layers``):
 
@@ -52,6 +85,10 @@ SCALES = (2, 3, 4)
 HEADS = ("conv3", "conv5")
 TAILS = ("fp_two_stage", "fp_one_stage", "binary_repeat")
 BODIES = ("binary", "fp")
+INPUT_MEANS = ("div2k", "none")
+IMAGE_SKIPS = ("none", "nearest", "bilinear", "bicubic")
+#: fields left out of ``to_dict`` (and so of the id) while they hold their default value
+OMIT_AT_DEFAULT = {"input_mean": "div2k", "image_skip": "none"}
 CONVS_PER_BLOCK = 2
 
 
@@ -146,6 +183,8 @@ class ArchSpec:
     block_residual: bool = True
     body: str = "binary"
     residual_alignment: float = 1.0
+    input_mean: str = "div2k"
+    image_skip: str = "none"
     layers: Tuple[LayerSpec, ...] = field(default=())
     tail_layers: Tuple[LayerSpec, ...] = field(default=())
 
@@ -163,9 +202,14 @@ class ArchSpec:
         ra = self.residual_alignment
         _check("residual_alignment", ra,
                isinstance(ra, (int, float)) and not isinstance(ra, bool) and ra > 0
-               and ra != float("inf"), "a finite number > 0 (1.0 = off, BBCU uses 130)")
+               and ra != float("inf"),
+               "a finite number > 0 (the input scale k: 1.0 = off, E2FIF uses 255, BBCU 130)")
         # normalise int -> float so 130 and 130.0 give the same spec and id
         object.__setattr__(self, "residual_alignment", float(ra))
+        _check("input_mean", self.input_mean, self.input_mean in INPUT_MEANS,
+               f"{list(INPUT_MEANS)}")
+        _check("image_skip", self.image_skip, self.image_skip in IMAGE_SKIPS,
+               f"{list(IMAGE_SKIPS)}")
         for name in ("layers", "tail_layers"):
             seq = getattr(self, name)
             if isinstance(seq, list):
@@ -190,9 +234,12 @@ class ArchSpec:
 
     # -- serialisation -------------------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
+        """Every field, except those of ``OMIT_AT_DEFAULT`` at their default (stable ids)."""
         out: Dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name in OMIT_AT_DEFAULT and value == OMIT_AT_DEFAULT[f.name]:
+                continue
             if f.name in ("layers", "tail_layers"):
                 value = [layer.to_dict() for layer in value]
             out[f.name] = value

@@ -11,8 +11,9 @@ a ``NativeBinaryConv2d`` that freezes the layer's ``ConvPlan`` (``ops.plan``) an
     y   = native conv + fused epilogue: part scales, bias, S, post scale/bias (folded BN and
           channel rescale), PReLU / leaky ReLU / RPReLU, FP skip (with repeat), float32 out
 
-so the model's own forward (blocks, BAM history, PixelShuffle, FP head and tail) drives
-everything. The binarization decisions and the integer convs are bit-identical to the PyTorch
+so the model's own forward (blocks, BAM history, PixelShuffle, FP head and tail, and for a
+``space.builder`` network its input normalisation ``(rgb - m) * k``, image-level skip
+``o + up(x)`` and de-normalisation ``o / k + m``, all in PyTorch) drives everything. The binarization decisions and the integer convs are bit-identical to the PyTorch
 model; the float epilogue agrees to float32 rounding (summation order).
 
 Activations flow channels-last by default (``channels_last=True``): packing then reads
