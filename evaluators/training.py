@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 import ops
-from evaluators.checkpoint import load_checkpoint, save_checkpoint
+from evaluators.checkpoint import checkpoint_spec_id, load_checkpoint, one_line, save_checkpoint
 
 #: file name of the (latest, resumable) checkpoint inside a run folder.
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -183,9 +183,24 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> Dict[str, Any]:
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+    """The generators' states as tensors and plain values (what a checkpoint may hold)::
+
+        {"python": {"version": int, "state": int64 tensor (625,), "gauss": float | None},
+         "numpy":  {"name": str, "keys": int64 tensor (624,), "pos": int,
+                    "has_gauss": int, "cached_gaussian": float},
+         "torch":  uint8 tensor,
+         "cuda":   [uint8 tensor per device]          (only when CUDA is available)}
+
+    ``random.getstate()`` is ``(version, 625 ints < 2**32, gauss_next)`` and
+    ``np.random.get_state()`` is ``(name, uint32 keys, pos, has_gauss, cached_gaussian)``;
+    both words fit int64 exactly, so :func:`set_rng_state` restores them bit for bit."""
+    version, words, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: Dict[str, Any] = {
+        "python": {"version": int(version), "state": torch.tensor(words, dtype=torch.int64),
+                   "gauss": None if gauss is None else float(gauss)},
+        "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -194,9 +209,34 @@ def rng_state() -> Dict[str, Any]:
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    """Restore the states :func:`rng_state` returned. A malformed state raises ``ValueError``
+    (and leaves the generators as they were)."""
+    try:
+        py, nps = state["python"], state["numpy"]
+        py_state = (int(py["version"]), tuple(int(w) for w in py["state"].tolist()),
+                    None if py["gauss"] is None else float(py["gauss"]))
+        keys = nps["keys"].to(torch.int64).numpy()
+        if keys.ndim != 1 or (keys < 0).any() or (keys >= 2**32).any():
+            raise ValueError(f"numpy keys must be a vector of 32-bit words, got shape "
+                             f"{tuple(keys.shape)}")
+        np_state = (str(nps["name"]), keys.astype(np.uint32), int(nps["pos"]),
+                    int(nps["has_gauss"]), float(nps["cached_gaussian"]))
+        torch_state = state["torch"]
+        if not isinstance(torch_state, torch.Tensor) or torch_state.dtype != torch.uint8:
+            raise ValueError("torch state must be a uint8 tensor")
+        saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        try:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+            torch.set_rng_state(torch_state)
+        except BaseException:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.set_rng_state(saved[2])
+            raise
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise ValueError(f"malformed RNG state ({type(exc).__name__}: {one_line(exc)}); expected "
+                         f"the layout of evaluators.training.rng_state") from None
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -217,8 +257,20 @@ def _save(path: Path, spec, model, optimizer, config: TrainConfig, step: int, lo
         step=step,
         loss=loss,
         rng=rng_state(),
-        train_config=config.to_dict(),
+        train_config=_plain(config.to_dict()),
     )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with NumPy scalars (which TrainConfig accepts) turned into Python ones, so the
+    checkpoint holds only plain values."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 #: config fields that change the trajectory: a checkpoint resumes only under the same values
@@ -241,6 +293,48 @@ def check_resumable(path: Path, state: Mapping[str, Any], config: TrainConfig) -
             )
 
 
+def _resume(path: Path, state: Mapping[str, Any], config: TrainConfig, model: torch.nn.Module,
+            optimizer, spec) -> Tuple[int, float]:
+    """Load a checkpoint's training state into ``model`` and ``optimizer`` and the RNGs;
+    returns ``(step, loss)``. Anything that does not fit raises ``ValueError`` naming ``path``."""
+    where = f"cannot resume from {str(path)!r}"
+    missing = [k for k in ("step", "optimizer", "rng") if k not in state]
+    if missing:
+        raise ValueError(f"{where}: it holds no training state (keys {missing} are missing); "
+                         f"it is a model-only checkpoint, not a training run's")
+    check_resumable(path, state, config)
+    saved_id = checkpoint_spec_id(state)
+    given_id = getattr(spec, "id", None)
+    if saved_id is not None and given_id is not None and saved_id != given_id:
+        raise ValueError(f"{where}: its weights belong to another architecture (checkpoint spec "
+                         f"{saved_id}, given spec {given_id}); use the spec it was trained with "
+                         f"or another run dir")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        ids = (f" (checkpoint spec {saved_id}, given spec {given_id})"
+               if saved_id is not None and given_id is not None
+               else f" (checkpoint spec {saved_id})" if saved_id is not None else "")
+        raise ValueError(f"{where}: its weights belong to another architecture{ids}; use the "
+                         f"spec it was trained with or another run dir ({one_line(exc, 200)})") from None
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{where}: its optimizer state does not fit the model "
+                         f"({type(exc).__name__}: {one_line(exc, 200)})") from None
+    try:
+        step = int(state["step"])
+        loss = float(state.get("loss", float("nan")))
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: step = {state['step']!r} / loss = {state.get('loss')!r}; "
+                         f"allowed: an integer step and a number") from None
+    try:
+        set_rng_state(state["rng"])
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return step, loss
+
+
 def train(
     model: torch.nn.Module,
     sampler,
@@ -259,7 +353,14 @@ def train(
     continues from its step with its exact state. ``spec`` (an ArchSpec or None) is stored in
     the checkpoints so that ``evaluators.checkpoint.load_model`` can rebuild the model.
 
-    Raises :class:`TrainingDiverged` on a non-finite loss.
+    Raises :class:`TrainingDiverged` on a non-finite loss. With ``resume``, a checkpoint in
+    ``run_dir`` that cannot be resumed raises ``ValueError`` naming the file, before any step
+    is trained and without touching the file: one that is not a current bsrnas checkpoint
+    (a foreign or malicious pickle, an older format: it is never unpickled, see
+    :mod:`evaluators.checkpoint`), one trained under another config, or one whose weights
+    belong to another architecture. A search therefore never silently retrains over a trial's
+    checkpoint it cannot read: the error reaches the caller, and the file stays for the user
+    to inspect or delete.
     """
     from tqdm.auto import tqdm
 
@@ -278,13 +379,8 @@ def train(
     if ckpt_path is not None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         if resume and ckpt_path.exists():
-            state = load_checkpoint(ckpt_path)
-            check_resumable(ckpt_path, state, config)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            start = int(state["step"])
-            loss_value = float(state.get("loss", float("nan")))
-            set_rng_state(state["rng"])
+            state = load_checkpoint(ckpt_path)  # ValueError for a file it cannot read safely
+            start, loss_value = _resume(ckpt_path, state, config, model, optimizer, spec)
 
     own_writer = False
     if writer is None and run_dir is not None:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import yaml
 
-from evaluators.checkpoint import load_checkpoint
+from evaluators.checkpoint import checkpoint_spec_id, load_checkpoint
 from evaluators.training import CHECKPOINT_NAME, TrainConfig, check_resumable, seed_everything, train
 
 DEFAULT_SET = "default"  # name of the embedded validation split in results
@@ -92,6 +92,92 @@ class RetrainConfig:
         return {"train": self.train.to_dict(),
                 "eval": {"sets": list(self.sets), "sample_images": self.sample_images,
                          "sample_crop": self.sample_crop}}
+
+
+def _project_root() -> Path:
+    """The folder holding the ``nas`` package (a checkout or an editable install)."""
+    import nas
+
+    return Path(nas.__file__).resolve().parent.parent
+
+
+def resolve_config_path(path: str) -> Path:
+    """Find a config file: ``path`` as given (absolute, or relative to the current folder);
+    for a relative path that does not exist there, also relative to the project folder (where
+    ``configs/`` sits next to the ``nas`` package, so ``configs/train/cpu.yaml`` works from any
+    folder of a checkout), then in ``nas/_configs/`` (where a built wheel ships ``configs/``),
+    with or without the leading ``configs/``. Raises ``FileNotFoundError`` listing every place
+    looked at."""
+    given = Path(path)
+    tried: List[Path] = [given]
+    if not given.is_absolute():
+        root = _project_root()
+        parts = given.parts
+        inner = Path(*parts[1:]) if len(parts) > 1 and parts[0] == "configs" else given
+        tried += [root / given, root / "configs" / inner, root / "nas" / "_configs" / inner]
+    seen: List[Path] = []
+    for candidate in tried:
+        if candidate not in seen:
+            seen.append(candidate)
+    for candidate in seen:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"config file {str(path)!r} not found; looked at: "
+                            f"{', '.join(str(c) for c in seen)}")
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def scale_steps(config: RetrainConfig, steps: Any) -> Tuple[RetrainConfig, Dict[str, Any]]:
+    """``config`` shortened (or lengthened) to ``steps`` training steps, same schedule shape.
+
+    With ``S`` the config's steps and ``N = steps``, every step count scales by ``N / S``,
+    rounded half up: ``m -> round(m * N / S)`` for the 'step' schedule's milestones, and
+    ``checkpoint_every`` / ``log_every`` alike, at least 1 (0, "off", stays 0). A milestone is
+    dropped when it collapses after rounding: below 1, not above the previous kept one, or
+    (for one that took effect in the original run, ``m < S``) at ``N`` or later, where it would
+    no longer take effect. The cosine schedule is already relative to ``steps``.
+
+    Returns ``(new config, info)``; ``info`` (also recorded in ``results.json``) holds
+    ``steps``, ``config_steps``, the milestones before and after, the dropped ones and a
+    human-readable ``notes`` list. ``steps`` must be an integer >= 1 (else ``ValueError``).
+    """
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"--steps = {steps!r}; allowed: an integer >= 1")
+    n = int(steps)
+    tc = config.train
+    s = tc.steps
+    ratio = n / s
+    kept: List[int] = []
+    dropped: List[int] = []
+    for m in tc.milestones:
+        new = _round_half_up(m * ratio)
+        if new < 1 or (kept and new <= kept[-1]) or (m < s and new >= n):
+            dropped.append(m)
+        else:
+            kept.append(new)
+
+    def every(value: int) -> int:
+        return 0 if value == 0 else max(1, _round_half_up(value * ratio))
+
+    values = tc.to_dict()
+    values.update(steps=n, milestones=kept, checkpoint_every=every(tc.checkpoint_every),
+                  log_every=every(tc.log_every))
+    new_tc = TrainConfig.from_dict(values)
+    notes = [f"--steps {n}: the config's {s} steps scaled by {n}/{s}"]
+    if tc.schedule == "step" and tc.milestones:
+        notes.append(f"milestones {list(tc.milestones)} -> {kept}")
+    if dropped:
+        notes.append(f"dropped milestone(s) {dropped}: they collapse after rounding (below 1, "
+                     f"onto the previous one, or at/after step {n})")
+    notes.append(f"checkpoint_every {tc.checkpoint_every} -> {new_tc.checkpoint_every}, "
+                 f"log_every {tc.log_every} -> {new_tc.log_every}")
+    info = {"steps": n, "config_steps": s, "milestones": list(tc.milestones),
+            "scaled_milestones": kept, "dropped_milestones": dropped, "notes": notes}
+    return RetrainConfig(train=new_tc, sets=config.sets, sample_images=config.sample_images,
+                         sample_crop=config.sample_crop), info
 
 
 def load_spec(path: os.PathLike):
@@ -167,11 +253,16 @@ def results_markdown(results: Mapping[str, Any]) -> str:
 
 
 def retrain(spec, config: RetrainConfig, data_root: Optional[os.PathLike] = None,
-            run_dir: os.PathLike = None, resume: bool = False, progress: bool = True) -> Dict[str, Any]:
+            run_dir: os.PathLike = None, resume: bool = False, progress: bool = True,
+            overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Train ``spec`` with ``config.train`` from scratch (or resume), evaluate, write results.
 
     ``run_dir`` defaults to ``runs/retrain-<spec.id>``. A run folder that already holds a
-    checkpoint is refused unless ``resume`` (nothing computed is ever overwritten).
+    checkpoint is refused unless ``resume`` (nothing computed is ever overwritten); with
+    ``resume``, a checkpoint that is not a current bsrnas checkpoint, was trained under another
+    config or holds another architecture's weights raises ``ValueError`` naming the file before
+    anything in the run folder is rewritten. ``overrides`` (e.g. the ``info`` of
+    :func:`scale_steps`) is recorded as ``results["overrides"]``.
     Returns the results dict also written to ``results.json``.
     """
     from torch.utils.tensorboard import SummaryWriter
@@ -190,8 +281,15 @@ def retrain(spec, config: RetrainConfig, data_root: Optional[os.PathLike] = None
         if saved.is_file() and load_spec(saved).id != spec.id:
             raise ValueError(f"--resume: run dir {str(run_dir)!r} holds spec {load_spec(saved).id}, "
                              f"not the given spec {spec.id}")
-        # refuse a changed config before anything in the run dir is rewritten
-        check_resumable(ckpt, load_checkpoint(ckpt), config.train)
+        # refuse an unreadable file, a changed config or another architecture's weights
+        # before anything in the run dir is rewritten
+        state = load_checkpoint(ckpt)
+        check_resumable(ckpt, state, config.train)
+        saved_id = checkpoint_spec_id(state)
+        if saved_id is not None and saved_id != spec.id:
+            raise ValueError(f"--resume: checkpoint file {str(ckpt)!r}: its weights belong to "
+                             f"another architecture (checkpoint spec {saved_id}, given spec "
+                             f"{spec.id}); use the spec it was trained with or another --run-dir")
     if data_root is not None and not Path(data_root).is_dir():
         raise FileNotFoundError(f"data root {str(data_root)!r} is not a folder")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +308,7 @@ def retrain(spec, config: RetrainConfig, data_root: Optional[os.PathLike] = None
         "data_root": str(data_root) if data_root is not None else None,
         "train": {"steps": res.steps, "seconds": res.seconds, "final_loss": res.final_loss,
                   "resumed_from": res.resumed_from},
-        "checkpoint": str(ckpt), "sets": {},
+        "checkpoint": str(ckpt), "overrides": dict(overrides) if overrides else None, "sets": {},
     }
     model.eval()
     writer = SummaryWriter(log_dir=str(run_dir))

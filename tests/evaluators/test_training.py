@@ -166,3 +166,38 @@ def test_checkpoint_roundtrip_and_errors(tmp_path):
     bad.write_bytes(path.read_bytes()[:100])  # truncated
     with pytest.raises(ValueError, match="bad.pt"):
         load_checkpoint(bad)
+
+
+class GlobalRNGSampler(PureSampler):
+    """Draws from the global Python, NumPy (incl. its cached gaussian) and torch generators, so
+    a resumed run matches only if the checkpoint restores all three exactly."""
+
+    def sample(self, step):
+        import random
+
+        lr, hr = super().sample(step)
+        jitter = random.gauss(0, 1e-3) + float(np.random.standard_normal()) * 1e-3
+        return lr + jitter + torch.rand(lr.shape) * 1e-3, hr
+
+
+def test_resume_restores_global_rngs_exactly_from_a_weights_only_file(tmp_path):
+    torch.manual_seed(0)
+    init = TinySR().state_dict()
+    config = _config(steps=9, checkpoint_every=4, schedule="step", milestones=(5,))
+
+    full = TinySR()
+    full.load_state_dict(init)
+    train(full, GlobalRNGSampler(), config, run_dir=tmp_path / "full", progress=False)
+    part = TinySR()
+    part.load_state_dict(init)
+    with pytest.raises(KeyboardInterrupt):
+        train(part, GlobalRNGSampler(stop_at=6), config, run_dir=tmp_path / "cut", progress=False)
+    # the resumable state is tensors and plain values only (no pickled NumPy/Python objects)
+    raw = torch.load(tmp_path / "cut" / CHECKPOINT_NAME, weights_only=True)
+    assert raw["format"] == "bsrnas-checkpoint-2" and raw["step"] == 4
+    assert raw["rng"]["numpy"]["keys"].dtype == torch.int64
+
+    resumed = TinySR()
+    res = train(resumed, GlobalRNGSampler(), config, run_dir=tmp_path / "cut", progress=False)
+    assert res.resumed_from == 4
+    _same_state(full.state_dict(), resumed.state_dict())
