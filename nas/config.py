@@ -306,11 +306,19 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _resolve_path(value: Optional[str], config_dir: str) -> Optional[str]:
-    """Paths in a config are relative to the cwd when they exist there, else to the config."""
+    """Paths in a config are relative to the cwd when they exist there, else to the config,
+    else to the project's own configs (``nas.paths.resolve_config_path``)."""
     if value is None or not isinstance(value, str) or os.path.isabs(value) or os.path.exists(value):
         return value
     candidate = os.path.join(config_dir, value)
-    return candidate if os.path.exists(candidate) else value
+    if os.path.exists(candidate):
+        return candidate
+    from nas.paths import resolve_config_path
+
+    try:
+        return str(resolve_config_path(value))
+    except FileNotFoundError:
+        return value
 
 
 def load(path: Optional[str] = None, overrides: Optional[Mapping[str, Any]] = None,
@@ -318,8 +326,13 @@ def load(path: Optional[str] = None, overrides: Optional[Mapping[str, Any]] = No
     """Read ``path`` (or take ``data``), apply dotted ``overrides`` (``{"engine.trials": 5}``),
     fill in defaults and validate. Returns the resolved config."""
     if path is not None:
+        from nas.paths import resolve_config_path
         from space.files import read_yaml
 
+        try:
+            path = str(resolve_config_path(path))
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"--config: {exc}") from None
         data = read_yaml(path, "--config") or {}
     data = dict(data or {})
     cfg = _merge(DEFAULTS, data, "")

@@ -31,6 +31,7 @@ import yaml
 
 from evaluators.checkpoint import checkpoint_spec_id, load_checkpoint
 from evaluators.training import CHECKPOINT_NAME, TrainConfig, check_resumable, seed_everything, train
+from nas.paths import resolve_config_path  # noqa: F401  (re-exported for retrain --config)
 
 DEFAULT_SET = "default"  # name of the embedded validation split in results
 _EVAL_KEYS = ("sets", "sample_images", "sample_crop")
@@ -92,38 +93,6 @@ class RetrainConfig:
         return {"train": self.train.to_dict(),
                 "eval": {"sets": list(self.sets), "sample_images": self.sample_images,
                          "sample_crop": self.sample_crop}}
-
-
-def _project_root() -> Path:
-    """The folder holding the ``nas`` package (a checkout or an editable install)."""
-    import nas
-
-    return Path(nas.__file__).resolve().parent.parent
-
-
-def resolve_config_path(path: str) -> Path:
-    """Find a config file: ``path`` as given (absolute, or relative to the current folder);
-    for a relative path that does not exist there, also relative to the project folder (where
-    ``configs/`` sits next to the ``nas`` package, so ``configs/train/cpu.yaml`` works from any
-    folder of a checkout), then in ``nas/_configs/`` (where a built wheel ships ``configs/``),
-    with or without the leading ``configs/``. Raises ``FileNotFoundError`` listing every place
-    looked at."""
-    given = Path(path)
-    tried: List[Path] = [given]
-    if not given.is_absolute():
-        root = _project_root()
-        parts = given.parts
-        inner = Path(*parts[1:]) if len(parts) > 1 and parts[0] == "configs" else given
-        tried += [root / given, root / "configs" / inner, root / "nas" / "_configs" / inner]
-    seen: List[Path] = []
-    for candidate in tried:
-        if candidate not in seen:
-            seen.append(candidate)
-    for candidate in seen:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"config file {str(path)!r} not found; looked at: "
-                            f"{', '.join(str(c) for c in seen)}")
 
 
 def _round_half_up(x: float) -> int:

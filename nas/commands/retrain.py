@@ -45,7 +45,8 @@ def parse_steps(text):
 
 
 def run(args) -> int:
-    from nas.retrain import RetrainConfig, load_spec, resolve_config_path, retrain, scale_steps
+    from nas.paths import resolve_config_path
+    from nas.retrain import RetrainConfig, load_spec, retrain, scale_steps
 
     if getattr(args, "from_run", None) and getattr(args, "spec", None):
         raise ValueError(f"--spec {args.spec} and --from {args.from_run} both given; choose one: "

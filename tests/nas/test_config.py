@@ -188,3 +188,13 @@ def test_cli_bad_config_creates_nothing(tmp_path, capsys, patch, text):
     assert code == 2 and text in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert not run_dir.exists()
+
+
+def test_shipped_search_config_loads_from_any_folder(tmp_path, monkeypatch):
+    """`bsrnas search --config configs/search/quickstart.yaml` from outside the checkout finds
+    the project's config and its space file."""
+    monkeypatch.chdir(tmp_path)
+    cfg = config.load("configs/search/quickstart.yaml")
+    assert os.path.samefile(cfg["space"], os.path.join(REPO, "configs", "space", "quickstart.yaml"))
+    with pytest.raises(FileNotFoundError, match=r"--config: config file 'configs/search/nope\.yaml' not found; looked at"):
+        config.load("configs/search/nope.yaml")

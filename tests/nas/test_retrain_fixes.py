@@ -16,6 +16,7 @@ import yaml
 
 from evaluators.checkpoint import load_checkpoint
 from nas.cli import main
+import nas.paths as paths_mod  # noqa: E402
 import nas.retrain as retrain_mod
 from nas.retrain import RetrainConfig
 from space.spec import LayerSpec, uniform
@@ -122,7 +123,7 @@ def test_config_falls_back_to_packaged_nas_configs(tmp_path, monkeypatch):
     (root / "nas" / "_configs" / "train").mkdir(parents=True)
     shipped = root / "nas" / "_configs" / "train" / "cpu.yaml"
     shipped.write_text("train: {}\n")
-    monkeypatch.setattr(retrain_mod, "_project_root", lambda: root)
+    monkeypatch.setattr(paths_mod, "project_root", lambda: root)
     monkeypatch.chdir(tmp_path)
     assert retrain_mod.resolve_config_path("configs/train/cpu.yaml") == shipped
 
