@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 import ops
 from evaluators.checkpoint import checkpoint_spec_id, load_checkpoint, one_line, save_checkpoint
+from evaluators.threads import torch_threads
 
 #: file name of the (latest, resumable) checkpoint inside a run folder.
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -362,12 +363,14 @@ def train(
     checkpoint it cannot read: the error reaches the caller, and the file stays for the user
     to inspect or delete.
     """
+    with torch_threads(config.threads):  # restored however the run ends (even a refused resume)
+        return _train(model, sampler, config, run_dir, resume, progress, writer, spec)
+
+
+def _train(model, sampler, config: TrainConfig, run_dir, resume, progress, writer, spec) -> TrainResult:
     from tqdm.auto import tqdm
 
     device = config.resolved_device()
-    old_threads = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     model.to(device)
     model.train()
@@ -431,8 +434,6 @@ def train(
             writer.close()
         elif writer is not None:
             writer.flush()
-        if config.threads is not None:
-            torch.set_num_threads(old_threads)
         _set_progress(model, 1.0)
     model.eval()
     return TrainResult(
