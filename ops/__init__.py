@@ -6,6 +6,7 @@
 from ops.choices import CHOICES, defaults, resolve, validate_choice
 from ops.quantizers import set_progress, sign
 from ops.conv import BinaryConv2d
+from ops.bam import BamHistory
 from ops.blocks import BinaryBlock, BinaryUpsampler
 from ops.plan import ConvPlan, run_plan
 
@@ -17,6 +18,7 @@ __all__ = [
     "set_progress",
     "sign",
     "BinaryConv2d",
+    "BamHistory",
     "BinaryBlock",
     "BinaryUpsampler",
     "ConvPlan",

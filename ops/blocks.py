@@ -1,9 +1,17 @@
 """Blocks of binary convolutions: the residual body block and the binary upsampler.
 
 ``BinaryBlock(channels, layers, kernel_size=3, residual=True)`` runs
-``BinaryConv2d(channels, channels, kernel_size, **layers[i])`` in order. Conv ``i`` receives as
-``history`` the FP inputs of convs ``0 .. i-1`` of this block, oldest first (the block input is
-the input of conv 0), which is what BAM accumulates; convs with ``bam_depth = 0`` ignore it.
+``BinaryConv2d(channels, channels, kernel_size, **layers[i])`` in order. ``forward(x,
+history=None)``: each conv receives as ``history`` the FP inputs of the earlier binary convs,
+oldest first (the block input is the input of conv 0), which is what BAM accumulates (convs with
+``bam_depth = 0`` ignore it), and the block then pushes that conv's input into the history.
+
+* ``history=None`` (default): a fresh ``ops.bam.BamHistory`` per call, so the history is
+  local to the block (conv ``i`` sees convs ``0 .. i-1`` of this block).
+* ``history=h`` (a ``BamHistory``): the block reads and extends ``h``; a builder that passes one
+  ``h`` to consecutive blocks gets a BAM history that crosses block boundaries (conv ``i`` of
+  block ``b`` also sees the last convs of block ``b - 1``). See ``ops.bam`` for the interface.
+
 With ``residual`` the block returns ``convs(x) + x`` (the SRResNet block-level skip).
 
 ``BinaryUpsampler(channels, scale, **choices)``: per ``x s`` stage, a binary conv
@@ -14,11 +22,12 @@ value of its LR pixel: the fp skip of the upsampler is nearest-neighbour upsampl
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
 
+from ops.bam import BamHistory
 from ops.conv import BinaryConv2d, _positive_int
 
 UPSAMPLE_SCALES = {2: (2,), 3: (3,), 4: (2, 2)}
@@ -47,13 +56,16 @@ class BinaryBlock(nn.Module):
         self.residual = residual
         self.convs = nn.ModuleList(BinaryConv2d(channels, channels, kernel_size, **dict(l)) for l in layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        history = []
+    def forward(self, x: torch.Tensor, history: Optional[BamHistory] = None) -> torch.Tensor:
+        if history is None:
+            history = BamHistory()
+        elif not isinstance(history, BamHistory):
+            raise ValueError(f"invalid history {type(history).__name__}; allowed: None or an ops.bam.BamHistory")
         out = x
         for conv in self.convs:
             inp = out
-            out = conv(inp, tuple(history))
-            history.append(inp)
+            out = conv(inp, history)
+            history.push(inp)
         return out + x if self.residual else out
 
 

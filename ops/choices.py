@@ -6,16 +6,21 @@ This table is the single contract shared by ``ops`` (what a choice computes), ``
 (which choices change the work). Every other package reads the names from here.
 
 Order of operations inside ``BinaryConv2d`` (X is the FP input, history the FP inputs of
-the earlier convs of the same block, W the latent weights)::
+the earlier binary convs -- within a block, or across blocks when a caller threads one
+``ops.bam.BamHistory`` through the body -- W the latent weights)::
 
-    Xa  = bam(X, history)                    # bam_depth > 0: BN(sum_i beta_i * A_i)   (BAM)
+    Xa  = bam(X, history)                    # bam_depth > 0: BN(sum_i beta_i * sign(A_i))  (BAM)
     t   = threshold(Xa)                      # zero: 0 | channel: beta_c | local_mean: boxmean_k(Xa)
-    b_p = sign(Xa - t - tau_p)               # p = 1..parts (tau_1 = 0 and no tau when parts == 1)
+    b_p = sign(Xa - t - tau_p)               # p = 1..parts (tau_1 = 0 and no tau when parts == 1;
+                                             # tau set from the first training batch, ops.ari)
     Wb  = sign(W) * alpha                    # weight_scale: none -> 1 | channel_mean -> mean|W_o|
     Y   = sum_p gamma_p * conv(b_p, Wb)      # ARI; gamma only when parts > 1
     Y   = Y + bias                           # bias
-    Y   = Y * gamma_c * S(X)                 # rescale: channel -> gamma_c, spatial -> S, both
     Y   = BN(Y)                              # norm
+    Y   = Y * L(X) * G(X) * S(X)             # rescale (EBSR/SCALES, input-dependent, after BN so
+                                             # BN cannot cancel it): channel -> L and G (layer-
+                                             # wise and channel-wise), spatial -> S, both -> all
+                                             # three (ops.rescale)
     Y   = nonlin(Y)                          # when nonlinearity_at == 'before_skip' (BBCU)
     Y   = Y + skip(X)                        # skip: fp -> X, or X repeated r times when out = r*in
     Y   = nonlin(Y)                          # when nonlinearity_at == 'after_skip'  (E2FIF)
@@ -43,7 +48,8 @@ CHOICES: Dict[str, Tuple[Any, Tuple[Any, ...]]] = {
     "weight_scale": ("none", ("none", "channel_mean")),
     "weight_estimator": ("identity", ("identity", "clip", "tanh_anneal")),
     # around the conv
-    "rescale": ("none", ("none", "channel", "spatial", "both")),  # EBSR
+    # EBSR / SCALES input-dependent re-scaling after BN: channel -> L(X) G(X), spatial -> S(X)
+    "rescale": ("none", ("none", "channel", "spatial", "both")),
     "bam_depth": (0, (0, 1, 2, 3)),  # BAM activation accumulation depth
     "skip": ("none", ("none", "fp")),  # E2FIF full-precision skip (repeat-channel when out = r*in)
     "norm": ("none", ("none", "bn")),

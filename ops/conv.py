@@ -1,16 +1,18 @@
 """``BinaryConv2d``: one binary convolution composed of the per-layer choices of ``ops.choices``.
 
 Forward, in exactly the order documented in ``ops.choices`` (X the FP input, ``history`` the FP
-inputs of the earlier convs of the same block, oldest first)::
+inputs of the earlier binary convs, oldest first: a tuple or an ``ops.bam.BamHistory``)::
 
-    Xa   = BN(sum_i beta_i ⊙ A_i)   if bam_depth > 0 else X            (ops.bam)
+    Xa   = BN(sum_i s_i ⊙ mean_hw|A_i| ⊙ sign(A_i))  if bam_depth > 0 else X  (ops.bam)
     C    = Xa - boxmean_k(Xa)        if threshold == local_mean else Xa  (ops.thresholds)
     o_p  = beta + tau_p              static offsets (P, in): channel shift and ARI thresholds
+                                     (tau set from the statistics of C - beta on the first
+                                     training forward, ops.ari)
     b_p  = sign(C - o_p)             with the act_estimator gradient      (ops.quantizers)
     acc  = sum_p s_p * conv(b_p, sign(W)),  s_p = gamma_p * alpha        (ops.ari, weight_scale)
     Y    = acc + bias                                                     (bias)
-    Y    = Y * S(X) * gamma_c                                             (ops.rescale)
     Y    = BN(Y)                                                          (norm)
+    Y    = Y * L(X) * G(X) * S(X)    input-dependent, bounded, after BN   (ops.rescale)
     Y    = nonlin(Y) before the skip, or after it                         (ops.activations)
     Y    = Y + X  (X.repeat_interleave(r, 1) when out = r * in)           (skip = fp)
 
@@ -86,14 +88,14 @@ class BinaryConv2d(nn.Module):
             self.bias = nn.Parameter(torch.zeros(out_ch))
         else:
             self.register_parameter("bias", None)
-        self.rescale = Rescale(c["rescale"], out_ch)
+        self.rescale = Rescale(c["rescale"], out_ch, in_ch)
         self.norm = nn.BatchNorm2d(out_ch) if c["norm"] == "bn" else None
         self.nonlinearity = make_nonlinearity(c["nonlinearity"], out_ch)
 
     # -- pieces shared with the inference plan -------------------------------------------
     def binarizer_input(self, x: torch.Tensor, history: Sequence[torch.Tensor] = ()) -> torch.Tensor:
         """``Xa``: the BAM accumulation of ``x`` and ``history``, or ``x`` itself."""
-        return self.bam(x, history) if self.bam is not None else x
+        return self.bam(x, history, self.act_binarizer) if self.bam is not None else x
 
     def offsets(self, like: torch.Tensor) -> torch.Tensor:
         """Static offsets ``(P, in)``: ``beta_c + tau_p`` (zeros when neither exists)."""
@@ -112,6 +114,9 @@ class BinaryConv2d(nn.Module):
             raise ValueError(f"invalid input shape {tuple(x.shape)}; allowed: (N, {self.in_ch}, H, W)")
         xa = self.binarizer_input(x, history)
         centred = self.threshold.centred(xa)
+        if self.ari.needs_init():  # ARI data-dependent initialisation (first training forward)
+            static = self.threshold.static()
+            self.ari.initialize(centred if static is None else centred - static.view(1, -1, 1, 1))
         offsets = self.offsets(centred)
         parts, n = offsets.shape[0], x.shape[0]
         b = self.act_binarizer(centred.unsqueeze(0) - offsets[:, None, :, None, None])
@@ -122,9 +127,9 @@ class BinaryConv2d(nn.Module):
         y = conv.sum(0) if scale is None else (scale[:, None, :, None, None] * conv).sum(0)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
-        y = self.rescale(y, x)
         if self.norm is not None:
             y = self.norm(y)
+        y = self.rescale(y, x)
         at = self.choices["nonlinearity_at"]
         if at == "before_skip":
             y = self.nonlinearity(y)

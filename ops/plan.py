@@ -10,21 +10,31 @@ padding=k//2)`` (exact integers; zero padding in the sign domain)::
     b_p  = sign(C - threshold_offsets[p])                  p = 0..P-1, sign(0) = +1
     acc  = sum_p part_scale[p] * conv_int(b_p)             (gamma_p * alpha folded)
     y1   = acc + bias
-    y2   = y1 * S(x) * post_scale + post_bias              (S = 1 when spatial is None;
-                                                             channel rescale and BN folded)
+    y2   = y1 * S(x) * (post_scale * G(x)) + post_bias     (S = 1 when spatial is None,
+                                                             G = 1 when channel is None)
     z    = nonlin(y2) + skip(x)      when nonlinearity_at == 'before_skip'
     z    = nonlin(y2 + skip(x))      when nonlinearity_at == 'after_skip'
     skip(x) = x.repeat_interleave(skip_repeat, 1) when skip == 'fp', else 0
     nonlin:  none -> z;  prelu / leaky_relu -> PReLU(z, prelu_weight);
              rprelu -> PReLU(z - rprelu_shift, prelu_weight) + rprelu_bias
 
-Folding (BN with running statistics ``mu, var``, affine ``w, b``, channel rescale ``gamma_c``)::
+``S(x)`` (N, 1, H, W) is the EBSR spatial map and ``G(x)`` (N, out) or (N, 1) the product of the
+input-dependent channel and layer factors (``ops.rescale``): a per-sample channel scale, which
+the native runtime passes to the kernel epilogue as ``post_scale`` one sample at a time.
 
-    post_scale = gamma_c * w / sqrt(var + eps)          post_bias = b - mu * w / sqrt(var + eps)
+Folding (BN with running statistics ``mu, var``, affine ``w, b``; ``inv = w / sqrt(var + eps)``).
+The rescale acts after BN, ``Y = BN(acc + bias) * S * G``, so with a rescale BN is folded
+*before* the spatial multiply, into the part scales and the bias::
 
-``pre`` (BAM) and ``spatial`` are frozen callables that run exactly the module's own eval-mode
-arithmetic, and ``threshold_offsets``/``part_scale`` are the very tensors the module computes,
-so the binarization decisions of the plan and of the module agree bit for bit.
+    no rescale:   post_scale = inv,  post_bias = b - mu * inv
+    rescale:      part_scale' = part_scale * inv,  bias' = bias * inv + (b - mu * inv),
+                  post_scale = 1,  post_bias = 0      (without BN: inv = 1, b - mu * inv = 0)
+
+(algebraically ``(acc' + bias') * S * G = BN(acc + bias) * S * G``; equal to float32 rounding).
+
+``pre`` (BAM), ``spatial`` and ``channel`` are frozen callables that run exactly the module's own
+eval-mode arithmetic, and ``threshold_offsets`` are the very tensors the module computes, so
+the binarization decisions of the plan and of the module agree bit for bit.
 """
 from __future__ import annotations
 
@@ -37,7 +47,7 @@ import torch.nn.functional as F
 
 from ops.activations import LEAKY_SLOPE
 from ops.quantizers import sign
-from ops.rescale import spatial_map
+from ops.rescale import channel_factor, spatial_map
 from ops.thresholds import box_mean
 
 
@@ -57,6 +67,7 @@ class ConvPlan:
     part_scale: torch.Tensor  # (P, out)
     bias: torch.Tensor  # (out,)
     spatial: Optional[Callable[[torch.Tensor], torch.Tensor]]
+    channel: Optional[Callable[[torch.Tensor], torch.Tensor]]  # x -> (N, out) or (N, 1)
     post_scale: torch.Tensor  # (out,)
     post_bias: torch.Tensor  # (out,)
     nonlinearity: str
@@ -93,19 +104,27 @@ def make_plan(conv) -> ConvPlan:
 
         post_scale = torch.ones(out_ch)
         post_bias = torch.zeros(out_ch)
-        if conv.rescale.has_channel:
-            post_scale = _frozen(conv.rescale.gamma)
+        scale = _frozen(scale)
         if conv.norm is not None:
             bn = conv.norm
             inv = _frozen(bn.weight) / torch.sqrt(_frozen(bn.running_var) + bn.eps)
-            post_scale = post_scale * inv
-            post_bias = _frozen(bn.bias) - _frozen(bn.running_mean) * inv
+            shift = _frozen(bn.bias) - _frozen(bn.running_mean) * inv
+            if conv.rescale.mode == "none":
+                post_scale, post_bias = inv, shift
+            else:  # rescale after BN: fold BN before the spatial / channel multiplies
+                scale = scale * inv.view(1, -1)
+                bias = bias * inv + shift
 
         spatial = None
         if conv.rescale.has_spatial:
             spatial = functools.partial(
                 spatial_map, weight=_frozen(conv.rescale.spatial_weight), bias=_frozen(conv.rescale.spatial_bias)
             )
+        channel = None
+        if conv.rescale.has_channel or conv.rescale.has_layer:
+            frz = lambda pair: None if pair is None else tuple(_frozen(t) for t in pair)  # noqa: E731
+            channel = functools.partial(channel_factor, channel=frz(conv.rescale.channel_params()),
+                                        layer=frz(conv.rescale.layer_params()))
         pre = conv.bam.frozen() if conv.bam is not None else None
 
         name = c["nonlinearity"]
@@ -130,6 +149,7 @@ def make_plan(conv) -> ConvPlan:
         part_scale=_frozen(scale),
         bias=bias,
         spatial=spatial,
+        channel=channel,
         post_scale=post_scale,
         post_bias=post_bias,
         nonlinearity=name,
@@ -169,7 +189,10 @@ def run_plan(plan: ConvPlan, x: torch.Tensor, history: Sequence[torch.Tensor] = 
     y = acc + plan.bias.view(1, -1, 1, 1)
     if plan.spatial is not None:
         y = y * plan.spatial(x)
-    y = y * plan.post_scale.view(1, -1, 1, 1) + plan.post_bias.view(1, -1, 1, 1)
+    scale = plan.post_scale.view(1, -1, 1, 1)
+    if plan.channel is not None:
+        scale = scale * plan.channel(x)[:, :, None, None]
+    y = y * scale + plan.post_bias.view(1, -1, 1, 1)
     if plan.nonlinearity_at == "before_skip":
         y = _nonlin(plan, y)
     if plan.skip == "fp":

@@ -1,17 +1,43 @@
-"""EBSR re-scaling of a binary conv's output: ``Y * gamma_c * S(X)``.
+"""EBSR / SCALES input-dependent re-scaling of a binary conv's output (applied *after* BN).
 
-* ``channel`` -- ``gamma_c``, one learnable factor per output channel, initialised to 1.
-* ``spatial`` -- ``S(X) = conv3x3(mean_c |X|)``: a one-channel map computed from the
-  *full-precision input* ``X`` of the conv (its mean absolute value over channels, the
-  XNOR-Net activation scale ``K``), passed through a learnable 1->1 3x3 convolution with zero
-  padding and a bias, broadcast over the output channels. Initialised with zero weights and
-  bias 1 so that ``S = 1`` exactly at start.
-* ``both`` -- the two together; ``none`` -- identity.
+Reconstructed from the abstracts (EBSR, Wei et al., arXiv 2303.12270 v1: "spatial re-scaling"
+and "channel-wise shifting and re-scaling"; SCALES, the journal version v2: "the layer-wise
+scaling factor, the spatial re-scaling method, and the channel-wise re-scaling method, capturing
+the layer-wise, pixel-wise, and channel-wise variations efficiently in an input-dependent
+manner"). No method section or code of the authors was reachable, so the maps below are our
+reading; X is the full-precision (FP) input of the binary conv (N, C_in, H, W), Y the conv
+output after bias and BN (N, C_out, H, W), ``sigma`` the logistic sigmoid::
 
-(EBSR, "Enhanced Binary Neural Network for Image Super-Resolution", Wei et al., 2023:
-spatial re-scaling plus channel-wise shifting and re-scaling; reconstructed from the abstract.)
-Extra inference cost: one channel mean of ``|X|`` per pixel, a 3x3 single-channel conv and two
-multiplies per output element.
+    spatial  S(X)[n, 0, h, w] = 2 sigma( conv3x3( mean_c |X| )[n, 0, h, w] )      in (0, 2)
+    channel  G(X)[n, o]       = 2 sigma( sum_c V[o, c] * mean_hw |X|[n, c] + v[o] )  in (0, 2)
+    layer    L(X)[n]          = 2 sigma( a * mean_chw |X|[n] + b )                 in (0, 2)
+
+    Y_out = Y * L(X) * G(X) * S(X)          (each factor broadcast; absent factors are 1)
+
+* ``mean_c |X|`` is the XNOR-Net activation magnitude K per pixel; the 1 -> 1 3x3 conv has zero
+  padding and a bias. ``mean_hw |X|`` / ``mean_chw |X|`` are per-sample pooled magnitudes
+  (global average pooling of |X|); ``V`` (C_out x C_in), ``v``, ``a``, ``b`` are the tiny FP maps.
+* Every map is initialised to zero weights and zero bias, so ``S = G = L = 1`` exactly at start
+  (identity), and the gradient to the map parameters is nonzero from the first step
+  (``d(2 sigma)/dz = 1/2`` at 0).
+* The sigmoid bounds every factor to (0, 2): the ranges cannot drift between 48x48 training
+  patches and full images (the pooled statistics are means, and the spatial map is bounded
+  pixel-wise), unlike the previous unbounded ``conv3x3(mean_c |X|)``.
+
+Placement (``ops.choices``): after the BN of the layer. A factor that is constant per output
+channel (the old static ``gamma_c``) placed before a BN is removed by that BN exactly (the
+formula sheet, EBSR section: "Any channel scale applied before a BN is cancelled by that BN:
+place it where BN cannot undo it"); after BN nothing normalises it away. Without BN the
+placement is simply after the bias.
+
+Modes (choice ``rescale``): ``none``; ``channel`` (L and G: the layer-wise factor is the
+channel-uniform part of the per-sample channel scaling, so it comes with the channel mode);
+``spatial`` (S); ``both`` (L, G and S: all three SCALES scalings). No new choice value was added
+(the search-space files list exactly the values of ``ops.choices``). At inference ``L(X) * G(X)`` is one per-sample, per-channel
+vector, passed to the kernel epilogue as its channel scale; ``S`` is the epilogue's spatial map.
+Extra inference cost: ``|X|``, its channel mean per pixel, a 1-channel 3x3 conv and a sigmoid per
+pixel (spatial); a spatial mean per input channel and a C_in x C_out matrix-vector product per
+image (channel); one multiply per output element per factor (folded into one in the epilogue).
 """
 from __future__ import annotations
 
@@ -24,24 +50,57 @@ from torch import nn
 RESCALES = ("none", "channel", "spatial", "both")
 
 
+def bounded(z: torch.Tensor) -> torch.Tensor:
+    """``2 * sigmoid(z)``: 1 at 0, range (0, 2)."""
+    return 2.0 * torch.sigmoid(z)
+
+
 def spatial_map(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``S = conv3x3(mean_c |x|) + bias`` of shape ``(N, 1, H, W)``."""
-    return F.conv2d(x.abs().mean(dim=1, keepdim=True), weight, bias, padding=weight.shape[-1] // 2)
+    """``S = 2 sigma(conv3x3(mean_c |x|) + bias)`` of shape ``(N, 1, H, W)``."""
+    k = x.abs().mean(dim=1, keepdim=True)
+    return bounded(F.conv2d(k, weight, bias, padding=weight.shape[-1] // 2))
+
+
+def channel_map(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``G = 2 sigma(V mean_hw|x| + v)`` of shape ``(N, C_out)``."""
+    return bounded(F.linear(x.abs().mean(dim=(2, 3)), weight, bias))
+
+
+def layer_map(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``L = 2 sigma(a mean_chw|x| + b)`` of shape ``(N, 1)``."""
+    return bounded(x.abs().mean(dim=(1, 2, 3)).unsqueeze(1) * weight + bias)
+
+
+def channel_factor(x: torch.Tensor, channel=None, layer=None) -> Optional[torch.Tensor]:
+    """``L(x) * G(x)`` of shape (N, C_out) or (N, 1); ``channel`` / ``layer`` are
+    ``(weight, bias)`` pairs or None. None when both are absent."""
+    out = None
+    if layer is not None:
+        out = layer_map(x, *layer)
+    if channel is not None:
+        g = channel_map(x, *channel)
+        out = g if out is None else out * g
+    return out
 
 
 class Rescale(nn.Module):
-    """Holds ``gamma_c`` and/or the spatial conv; ``forward(y, x)`` returns ``y * S(x) * gamma``."""
+    """Holds the maps of one mode; ``forward(y, x)`` returns ``y * L(x) * G(x) * S(x)``."""
 
-    def __init__(self, mode: str, out_ch: int):
+    def __init__(self, mode: str, out_ch: int, in_ch: Optional[int] = None):
         super().__init__()
         if mode not in RESCALES:
             raise ValueError(f"invalid value {mode!r} for choice 'rescale'; allowed values: {list(RESCALES)}")
+        in_ch = out_ch if in_ch is None else in_ch
         self.mode = mode
-        if mode in ("channel", "both"):
-            self.gamma = nn.Parameter(torch.ones(out_ch))
-        if mode in ("spatial", "both"):
+        if self.has_channel:
+            self.channel_weight = nn.Parameter(torch.zeros(out_ch, in_ch))
+            self.channel_bias = nn.Parameter(torch.zeros(out_ch))
+        if self.has_spatial:
             self.spatial_weight = nn.Parameter(torch.zeros(1, 1, 3, 3))
-            self.spatial_bias = nn.Parameter(torch.ones(1))
+            self.spatial_bias = nn.Parameter(torch.zeros(1))
+        if self.has_layer:
+            self.layer_weight = nn.Parameter(torch.zeros(1))
+            self.layer_bias = nn.Parameter(torch.zeros(1))
 
     @property
     def has_channel(self) -> bool:
@@ -51,16 +110,32 @@ class Rescale(nn.Module):
     def has_spatial(self) -> bool:
         return self.mode in ("spatial", "both")
 
+    @property
+    def has_layer(self) -> bool:
+        return self.mode in ("channel", "both")
+
+    def channel_params(self):
+        return (self.channel_weight, self.channel_bias) if self.has_channel else None
+
+    def layer_params(self):
+        return (self.layer_weight, self.layer_bias) if self.has_layer else None
+
     def spatial(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """``S(x)`` (N, 1, H, W) or None."""
         if not self.has_spatial:
             return None
         return spatial_map(x, self.spatial_weight, self.spatial_bias)
 
+    def channel(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """``L(x) * G(x)`` (N, C_out) or (N, 1), or None."""
+        return channel_factor(x, self.channel_params(), self.layer_params())
+
     def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.has_spatial:
             y = y * self.spatial(x)
-        if self.has_channel:
-            y = y * self.gamma.view(1, -1, 1, 1)
+        g = self.channel(x)
+        if g is not None:
+            y = y * g[:, :, None, None]
         return y
 
     def extra_repr(self) -> str:

@@ -8,8 +8,12 @@ a ``NativeBinaryConv2d`` that freezes the layer's ``ConvPlan`` (``ops.plan``) an
     map = box_mean_k(Xa)                              (local-mean threshold, PyTorch)
     bits_p = pack((Xa - map) - threshold_offsets[p])  (native, the exact float ops of the plan)
     S   = plan.spatial(x)                             (spatial rescale map, PyTorch)
-    y   = native conv + fused epilogue: part scales, bias, S, post scale/bias (folded BN and
-          channel rescale), PReLU / leaky ReLU / RPReLU, FP skip (with repeat), float32 out
+    G   = plan.channel(x)                             (input-dependent channel x layer factor,
+                                                       PyTorch, (N, out): a per-sample channel
+                                                       scale, so the conv runs once per sample
+                                                       with post_scale = post_scale * G[n])
+    y   = native conv + fused epilogue: part scales, bias, S, post scale/bias (folded BN, or
+          G after BN), PReLU / leaky ReLU / RPReLU, FP skip (with repeat), float32 out
 
 so the model's own forward (blocks, BAM history, PixelShuffle, FP head and tail, and for a
 ``space.builder`` network its input normalisation ``(rgb - m) * k``, image-level skip
@@ -70,7 +74,7 @@ class NativeBinaryConv2d(nn.Module):
         p = self.plan
         return (f"{p.in_ch}, {p.out_ch}, kernel_size={p.kernel_size}, parts={p.parts}, "
                 f"local_mean={p.local_mean_kernel}, bam={p.pre is not None}, "
-                f"spatial={p.spatial is not None}, act={p.nonlinearity}, skip={p.skip}")
+                f"spatial={p.spatial is not None}, channel={p.channel is not None}, act={p.nonlinearity}, skip={p.skip}")
 
     def forward(self, x: torch.Tensor, history: Sequence[torch.Tensor] = ()) -> torch.Tensor:
         plan = self.plan
@@ -91,11 +95,27 @@ class NativeBinaryConv2d(nn.Module):
             spatial = spatial.contiguous()
         residual = x if plan.skip == "fp" else None
         layout = "nhwc" if channels_last else "nchw"
+        # per-sample post scales (N, out) when the channel rescale is input-dependent
+        scales = None
+        if plan.channel is not None:
+            scales = (plan.post_scale.view(1, -1) * plan.channel(x)).contiguous()
         if kernels._ext is None:  # reference fallback, through the validated wrappers
             bits = kernels.pack_activations(xa, self.offsets, tmap, threads=self.threads)
-            return torch.from_numpy(kernels.conv2d(
-                bits, self.w_bits, plan.in_ch, plan.out_ch, mode="float", part_scale=self.part_scale,
-                spatial=spatial, residual=residual, layout=layout, threads=self.threads, **self.epilogue))
+            if scales is None:
+                return torch.from_numpy(kernels.conv2d(
+                    bits, self.w_bits, plan.in_ch, plan.out_ch, mode="float", part_scale=self.part_scale,
+                    spatial=spatial, residual=residual, layout=layout, threads=self.threads,
+                    **self.epilogue))
+            outs = []
+            for i in range(x.shape[0]):
+                e = dict(self.epilogue, post_scale=np.ascontiguousarray(scales[i].numpy()))
+                outs.append(torch.from_numpy(kernels.conv2d(
+                    np.ascontiguousarray(bits[:, i:i + 1]), self.w_bits, plan.in_ch, plan.out_ch,
+                    mode="float", part_scale=self.part_scale,
+                    spatial=None if spatial is None else spatial[i:i + 1],
+                    residual=None if residual is None else residual[i:i + 1], layout=layout,
+                    threads=self.threads, **e)))
+            return torch.cat(outs, 0)
         # fast path: the arrays were checked when the layer was built and the C++ side checks
         # every call again, so skip the Python-side validation (it costs ~50 us per layer)
         isa = kernels.resolve_isa()
@@ -107,14 +127,23 @@ class NativeBinaryConv2d(nn.Module):
         out = torch.empty((n, plan.out_ch, h, w), dtype=torch.float32,
                           memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         e = self.epilogue
-        ext.conv(bits, self.w_bits, plan.in_ch, plan.out_ch, out.numpy(), "float",
-                 part_scale=self.part_scale, bias=e["bias"],
-                 spatial=None if spatial is None else spatial.numpy()[:, 0],
-                 post_scale=e["post_scale"], post_bias=e["post_bias"], act=e["act"],
-                 act_after_skip=e["act_at"] == "after_skip", slope=e["slope"],
-                 act_shift=e["act_shift"], act_bias=e["act_bias"],
-                 residual=None if residual is None else residual.numpy(), repeat=e["repeat"],
-                 threads=threads, isa=isa)
+        sp = None if spatial is None else spatial.numpy()[:, 0]
+        res = None if residual is None else residual.numpy()
+        o = out.numpy()
+        if scales is None:
+            samples = [(bits, o, sp, res, e["post_scale"])]
+        else:  # one call per sample: its own channel scale
+            sc = scales.numpy()
+            samples = [(np.ascontiguousarray(bits[:, i:i + 1]), o[i:i + 1],
+                        None if sp is None else sp[i:i + 1], None if res is None else res[i:i + 1],
+                        np.ascontiguousarray(sc[i])) for i in range(n)]
+        for b_i, o_i, sp_i, res_i, ps_i in samples:
+            ext.conv(b_i, self.w_bits, plan.in_ch, plan.out_ch, o_i, "float",
+                     part_scale=self.part_scale, bias=e["bias"], spatial=sp_i,
+                     post_scale=ps_i, post_bias=e["post_bias"], act=e["act"],
+                     act_after_skip=e["act_at"] == "after_skip", slope=e["slope"],
+                     act_shift=e["act_shift"], act_bias=e["act_bias"],
+                     residual=res_i, repeat=e["repeat"], threads=threads, isa=isa)
         return out
 
 

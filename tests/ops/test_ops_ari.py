@@ -22,6 +22,7 @@ def test_parts_equal_sum_of_manual_convs(parts, threshold):
         m.ari.gamma.copy_(torch.rand_like(m.ari.gamma) + 0.1)
         if threshold == "channel":
             m.threshold.beta.copy_(torch.randn(3) * 0.2)
+        m.ari.initialized.fill_(True)  # keep the thresholds set above (no data-dependent init)
     x = torch.randn(2, 3, 6, 7, dtype=torch.float64)
     w = m.weight.detach()
     alpha = w.abs().mean(dim=(1, 2, 3))
@@ -51,7 +52,7 @@ def test_initial_thresholds_symmetric_uniform(parts):
 @pytest.mark.parametrize("parts", [2, 3, 4])
 def test_initial_code_is_uniform_quantizer(parts):
     """sum_p sign(x - tau_p) / P at init equals the (P+1)-level uniform quantizer of clip(x,-1,1)."""
-    m = BinaryConv2d(1, 1, 1, parts=parts)
+    m = BinaryConv2d(1, 1, 1, parts=parts).eval()  # eval: construction-time thresholds kept
     with torch.no_grad():
         m.weight.fill_(1.0)
     x = torch.linspace(-1.3, 1.3, 53).view(1, 1, 1, -1) + 1e-4

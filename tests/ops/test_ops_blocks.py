@@ -61,12 +61,13 @@ def test_upsampler_shapes(scale, stages):
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_upsampler_fp_skip_is_nearest_upsampling(scale):
-    """With the binary path silenced (rescale gamma = 0), output = nearest-neighbour upsampling."""
+    """With the binary path silenced (channel rescale 2 sigmoid(-1e4) = 0), output = nearest
+    upsampling."""
     up = BinaryUpsampler(3, scale, skip="fp", rescale="channel")
     with torch.no_grad():
         for m in up.modules():
             if isinstance(m, BinaryConv2d):
-                m.rescale.gamma.zero_()
+                m.rescale.channel_bias.fill_(-1e4)
     x = torch.randn(2, 3, 4, 5)
     torch.testing.assert_close(up(x), F.interpolate(x, scale_factor=scale, mode="nearest"), rtol=0, atol=0)
 

@@ -68,15 +68,24 @@ def test_channel_threshold_shifts_input():
     np.testing.assert_array_equal(m(x).detach().numpy(), ref)
 
 
-def test_bias_rescale_bn_order():
-    """Y = BN((conv + bias) * S * gamma_c) with BN in eval mode and set statistics."""
+def _np_sig2(z):
+    return 2.0 / (1.0 + np.exp(-z))
+
+
+def test_bias_bn_rescale_order():
+    """Y = BN(conv + bias) * L(X) * G(X) * S(X), BN in eval mode with set statistics, the three
+    SCALES factors 2 sigmoid(.) of pooled |X| statistics (ops.rescale), computed with loops."""
     m = BinaryConv2d(4, 4, 3, bias=True, rescale="both", norm="bn").eval()
     g = torch.Generator().manual_seed(3)
+    r = m.rescale
     with torch.no_grad():
         m.bias.copy_(torch.randn(4, generator=g))
-        m.rescale.gamma.copy_(torch.rand(4, generator=g) + 0.5)
-        m.rescale.spatial_weight.copy_(torch.randn(1, 1, 3, 3, generator=g) * 0.1)
-        m.rescale.spatial_bias.fill_(0.9)
+        r.channel_weight.copy_(torch.randn(4, 4, generator=g))
+        r.channel_bias.copy_(torch.randn(4, generator=g) * 0.3)
+        r.layer_weight.fill_(0.7)
+        r.layer_bias.fill_(-0.4)
+        r.spatial_weight.copy_(torch.randn(1, 1, 3, 3, generator=g) * 0.5)
+        r.spatial_bias.fill_(0.2)
         m.norm.running_mean.copy_(torch.randn(4, generator=g))
         m.norm.running_var.copy_(torch.rand(4, generator=g) + 0.5)
         m.norm.weight.copy_(torch.randn(4, generator=g))
@@ -84,11 +93,19 @@ def test_bias_rescale_bn_order():
     x = _x()
     xn = x.numpy().astype(np.float64)
     y = _np_conv_same(_np_sign(xn), _np_sign(m.weight.detach().numpy())) + m.bias.detach().numpy()[None, :, None, None]
-    s = _np_conv_same(np.abs(xn).mean(1, keepdims=True), m.rescale.spatial_weight.detach().numpy()) + 0.9
-    y = y * s * m.rescale.gamma.detach().numpy()[None, :, None, None]
     bn = m.norm
     y = (y - bn.running_mean.numpy()[None, :, None, None]) / np.sqrt(bn.running_var.numpy() + bn.eps)[None, :, None, None]
     y = y * bn.weight.detach().numpy()[None, :, None, None] + bn.bias.detach().numpy()[None, :, None, None]
+    n, c = xn.shape[:2]
+    V, v = r.channel_weight.detach().numpy(), r.channel_bias.detach().numpy()
+    for i in range(n):
+        pooled = [np.abs(xn[i, ci]).mean() for ci in range(c)]
+        lam = _np_sig2(0.7 * np.abs(xn[i]).mean() - 0.4)
+        for o in range(4):
+            gam = _np_sig2(sum(V[o, ci] * pooled[ci] for ci in range(c)) + v[o])
+            y[i, o] *= lam * gam
+    s = _np_sig2(_np_conv_same(np.abs(xn).mean(1, keepdims=True), r.spatial_weight.detach().numpy()) + 0.2)
+    y = y * s
     np.testing.assert_allclose(m(x).detach().numpy(), y, rtol=1e-4, atol=1e-4)
 
 

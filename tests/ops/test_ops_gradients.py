@@ -27,8 +27,8 @@ def test_covering_set_is_complete():
 
 def _may_vanish(name, c):
     """Parameters whose gradient is zero up to rounding by an exact invariance."""
-    if c["norm"] == "bn" and name in ("bias", "rescale.gamma", "rescale.spatial_bias"):
-        return True  # a per-channel constant/scale before a training-mode BN
+    if c["norm"] == "bn" and name == "bias":
+        return True  # a per-channel constant before a training-mode BN
     if c["threshold"] == "local_mean" and name == "bam.norm.bias":
         return True  # a per-channel constant removed by Xa - boxmean(Xa)
     return False
@@ -59,7 +59,8 @@ def test_expected_parameters_exist():
                      bam_depth=2, norm="bn", nonlinearity="rprelu", bias=True)
     names = {n for n, _ in m.named_parameters()}
     assert {"weight", "bias", "threshold.beta", "ari.tau", "ari.gamma", "act_binarizer.theta",
-            "rescale.gamma", "rescale.spatial_weight", "rescale.spatial_bias", "bam.scales",
+            "rescale.channel_weight", "rescale.channel_bias", "rescale.layer_weight",
+            "rescale.layer_bias", "rescale.spatial_weight", "rescale.spatial_bias", "bam.scales",
             "norm.weight", "nonlinearity.shift", "nonlinearity.bias", "nonlinearity.weight"} <= names
     assert {n for n, _ in BinaryConv2d(4, 4, 3).named_parameters()} == {"weight"}
     assert math.isclose(float(torch.nn.functional.softplus(m.act_binarizer.theta.detach())), 1.0, rel_tol=1e-6)

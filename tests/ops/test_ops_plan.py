@@ -85,14 +85,17 @@ def test_plan_fields():
               plan.post_bias, plan.prelu_weight):
         assert t.dtype == torch.float32 and not t.requires_grad
     assert plan.threshold_offsets.shape == (3, 4) and plan.part_scale.shape == (3, 8)
-    # offsets = beta + tau; part_scale = gamma * alpha
+    # offsets = beta + tau; rescale after BN: BN folded into part_scale = gamma * alpha * inv and
+    # bias = bias * inv + (b - mu * inv); post_scale 1, post_bias 0; G(x) from plan.channel
     torch.testing.assert_close(plan.threshold_offsets, m.threshold.beta.detach()[None] + m.ari.tau.detach())
     alpha = m.weight.detach().abs().mean(dim=(1, 2, 3))
-    torch.testing.assert_close(plan.part_scale, m.ari.gamma.detach() * alpha[None])
     bn = m.norm
     inv = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-    torch.testing.assert_close(plan.post_scale, m.rescale.gamma.detach() * inv)
-    torch.testing.assert_close(plan.post_bias, bn.bias.detach() - bn.running_mean * inv)
+    torch.testing.assert_close(plan.part_scale, m.ari.gamma.detach() * alpha[None] * inv[None])
+    torch.testing.assert_close(plan.bias, bn.bias.detach() - bn.running_mean * inv)
+    assert torch.equal(plan.post_scale, torch.ones(8)) and torch.equal(plan.post_bias, torch.zeros(8))
+    x = torch.randn(2, 4, 5, 5)
+    torch.testing.assert_close(plan.channel(x), m.rescale.channel(x).detach())
     assert plan.prelu_weight.tolist() == pytest.approx([0.1] * 8)
     assert plan.skip == "fp" and plan.skip_repeat == 2 and plan.spatial is not None and plan.pre is None
     assert plan.local_mean_kernel is None and plan.nonlinearity == "leaky_relu"
@@ -103,6 +106,7 @@ def test_plan_fields():
 def test_neutral_plan_is_plain_xnor():
     plan = BinaryConv2d(4, 4, 3).eval().plan()
     assert plan.pre is None and plan.spatial is None and plan.local_mean_kernel is None
+    assert plan.channel is None
     assert torch.equal(plan.threshold_offsets, torch.zeros(1, 4))
     assert torch.equal(plan.part_scale, torch.ones(1, 4))
     assert torch.equal(plan.post_scale, torch.ones(4)) and torch.equal(plan.post_bias, torch.zeros(4))
