@@ -96,6 +96,7 @@ class ProxyEvaluator:
         self._samplers: Dict[int, Any] = {}
         self._val: Dict[int, List] = {}
         self._floor: Dict[int, Dict[str, float]] = {}
+        self._bicubic: Dict[int, Dict[str, float]] = {}
 
     # -- cached data -----------------------------------------------------------------------
     def sampler(self, scale: int):
@@ -145,6 +146,20 @@ class ProxyEvaluator:
         if scale not in self._floor:
             self._floor[scale] = self._score(ZeroSR(scale), scale)
         return self._floor[scale]
+
+    def bicubic_psnr(self, scale: int) -> Dict[str, float]:
+        """``dict(psnr_y, ssim_y)`` of MATLAB bicubic upscaling (``evaluators.evaluate.
+        bicubic_sr_fn``) on exactly the validation items a spec of ``scale`` is scored on
+        (``val_items(scale)``): the reference a trained spec should beat."""
+        if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or int(scale) < 1:
+            raise ValueError(f"scale = {scale!r}; allowed: an integer >= 1 (the spec's upscaling factor)")
+        scale = int(scale)
+        if scale not in self._bicubic:
+            from evaluators.evaluate import bicubic_sr_fn, evaluate
+
+            out = evaluate(bicubic_sr_fn(scale), self.val_items(scale), scale)
+            self._bicubic[scale] = {"psnr_y": float(out["psnr_y"]), "ssim_y": float(out["ssim_y"])}
+        return dict(self._bicubic[scale])
 
     # -- scoring ---------------------------------------------------------------------------
     def evaluate(self, spec, run_dir: Optional[os.PathLike] = None) -> Dict[str, Any]:

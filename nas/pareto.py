@@ -21,6 +21,10 @@ Definitions used here (and documented in the README):
   nothing. With the front sorted by increasing cost ``c_1 < c_2 < ...`` (and so increasing
   psnr ``p_1 < p_2 < ...``) it is ``sum_i (p_i - psnr_ref) * (c_{i+1} - c_i)`` with
   ``c_{n+1} = cost_ref``.
+* Reference: the bicubic PSNR_Y of the validation items the proxy scores (study user
+  attribute ``bicubic_psnr_y``, see ``nas.outputs``) is printed in the table's header line and
+  drawn as a horizontal line labelled "bicubic" in ``pareto.png`` and the TensorBoard figure:
+  a front below it has not learned more than interpolation within the proxy budget.
 """
 from __future__ import annotations
 
@@ -153,9 +157,19 @@ def _same_architecture(members: Sequence[Dict[str, Any]]) -> List[Tuple[Dict[str
     return list(groups.values())
 
 
-def format_table(members: Sequence[Dict[str, Any]]) -> str:
+def reference_text(reference: float) -> str:
+    """How the table names the bicubic reference (``format_table``)."""
+    return f"bicubic on the same validation items: {float(reference):.2f} dB (psnr_y)"
+
+
+def format_table(members: Sequence[Dict[str, Any]], reference: Optional[float] = None) -> str:
     """A fixed-width text table of the front: one line per architecture (trials that sampled
-    the same spec again are listed in a last column, ``same spec``)."""
+    the same spec again are listed in a last column, ``same spec``). ``reference``: the
+    bicubic PSNR_Y of the validation items the proxy scores, appended to the header line
+    (``... preset  | bicubic on the same validation items: 31.23 dB (psnr_y)``) so the column
+    names stay the first words of the first line."""
+    if reference is not None and not math.isfinite(float(reference)):
+        raise ValueError(f"reference: invalid value {reference!r}; allowed: None or a finite PSNR in dB")
     head = ["trial", "psnr_y", "latency_ms", "bops", "params", "model_bytes", "preset"]
     grouped = _same_architecture(members)
     repeats = any(again for _, again in grouped)
@@ -173,9 +187,12 @@ def format_table(members: Sequence[Dict[str, Any]]) -> str:
             r.get("preset") or "-",
         ] + ([", ".join(map(str, again)) or "-"] if repeats else []))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    return "\n".join("  ".join(cell.rjust(w) if i < 6 else cell.ljust(w)
-                               for i, (cell, w) in enumerate(zip(line, widths))).rstrip()
-                     for line in lines)
+    out = ["  ".join(cell.rjust(w) if i < 6 else cell.ljust(w)
+                     for i, (cell, w) in enumerate(zip(line, widths))).rstrip()
+           for line in lines]
+    if reference is not None:
+        out[0] += "  | " + reference_text(reference)
+    return "\n".join(out)
 
 
 def write_json(path: str, members: Sequence[Dict[str, Any]]) -> None:
@@ -202,9 +219,11 @@ def write_csv(path: str, members: Sequence[Dict[str, Any]]) -> None:
 
 
 def scatter_figure(records: Sequence[Dict[str, Any]], members: Sequence[Dict[str, Any]],
-                   cost_key: str = "latency_ms", title: Optional[str] = None):
+                   cost_key: str = "latency_ms", title: Optional[str] = None,
+                   reference: Optional[float] = None):
     """A matplotlib Figure: every feasible trial (grey), infeasible (x), the front (line),
-    presets marked with their names."""
+    presets marked with their names; ``reference`` (the bicubic PSNR_Y of the same validation
+    items) as a dashed horizontal line labelled "bicubic"."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -228,27 +247,34 @@ def scatter_figure(records: Sequence[Dict[str, Any]], members: Sequence[Dict[str
         ax.scatter([r[cost_key]], [r["psnr_y"]], s=60, facecolors="none", edgecolors="tab:orange")
         ax.annotate(str(r["preset"]), (r[cost_key], r["psnr_y"]), fontsize=7,
                     xytext=(4, 4), textcoords="offset points")
+    if reference is not None:
+        ax.axhline(float(reference), ls="--", lw=1.0, c="tab:green", label="bicubic")
+        ax.annotate(f"bicubic {float(reference):.2f} dB", (0.01, float(reference)),
+                    xycoords=("axes fraction", "data"), fontsize=7, color="tab:green",
+                    xytext=(0, 3), textcoords="offset points")
     ax.set_xlabel(cost_key + " (lower is better)")
     ax.set_ylabel("psnr_y [dB] (higher is better)")
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    if records:
+    if records or reference is not None:
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
 
 
-def write_png(path: str, records, members, cost_key: str = "latency_ms", title=None) -> None:
-    fig = scatter_figure(records, members, cost_key, title)
+def write_png(path: str, records, members, cost_key: str = "latency_ms", title=None,
+              reference: Optional[float] = None) -> None:
+    fig = scatter_figure(records, members, cost_key, title, reference=reference)
     fig.savefig(path)
 
 
 def write_all(run_dir: str, records: Sequence[Dict[str, Any]], cost_key: str = "latency_ms",
-              title: Optional[str] = None) -> List[Dict[str, Any]]:
-    """Compute the front of ``records`` and write ``pareto.json``, ``.csv`` and ``.png``."""
+              title: Optional[str] = None, reference: Optional[float] = None) -> List[Dict[str, Any]]:
+    """Compute the front of ``records`` and write ``pareto.json``, ``.csv`` and ``.png``
+    (``reference``: the bicubic line of the figure, see ``scatter_figure``)."""
     members = front(records, cost_key)
     write_json(os.path.join(run_dir, "pareto.json"), members)
     write_csv(os.path.join(run_dir, "pareto.csv"), members)
-    write_png(os.path.join(run_dir, "pareto.png"), records, members, cost_key, title)
+    write_png(os.path.join(run_dir, "pareto.png"), records, members, cost_key, title, reference=reference)
     return members

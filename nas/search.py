@@ -388,29 +388,14 @@ class Search:
 
     # ------------------------------------------------------------------ the end
     def finalize(self) -> List[Dict[str, Any]]:
-        """pareto.json/.csv/.png, TensorBoard figure and samples; returns the front."""
-        return write_outputs(self.run, self.cost_key, self.study, self.board,
-                             samples=self.cfg["tensorboard"]["sample_images"], title=self.cfg["name"],
-                             data_root=self.evaluator_kwargs()["data_root"])
+        """pareto.json/.csv/.png (with the bicubic reference), TensorBoard figure and samples;
+        returns the front (``nas.outputs``)."""
+        from nas.outputs import search_outputs
+
+        return search_outputs(self)
 
 
-def write_outputs(run: RunFolder, cost_key: str, study, board: Optional[SearchBoard] = None,
-                  samples: bool = True, title: Optional[str] = None, data_root=None) -> List[Dict[str, Any]]:
-    """Write the Pareto files of a run folder and refresh its TensorBoard view."""
-    recs = records(study)
-    members = pareto.write_all(run.path, recs, cost_key, title)
-    if board is None:
-        board = SearchBoard(run, cost_key, tuple(study.user_attrs.get("hv_reference", (0.0, 1.0))))
-        board.resume_from(recs)
-    if recs:
-        step = max(r["trial"] for r in recs)
-        board.update(recs, step)
-        board.figure(recs, step, title)
-        if samples:
-            from nas.tensorboard import front_samples
-
-            board.samples(front_samples(run, members, data_root), step)
-    return members
+from nas.outputs import write_outputs  # noqa: E402,F401  (moved; imported from here too)
 
 
 def run(cfg: Mapping[str, Any], *, resume: bool = False, new_front: bool = False,

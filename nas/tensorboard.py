@@ -2,18 +2,34 @@
 
 What is written, and where (every folder is one TensorBoard "run"):
 
-* ``trials/NNNN/``: one HParams *session* per finished trial. Its hparams are the trial's
-  Optuna parameters (every choice of the space, labels such as ``body.3.parts``) plus
-  ``preset`` (the preset name or ``-``); its metrics are the scalars ``psnr_y``,
-  ``latency_ms``, ``bops``, ``params``, ``model_bytes``, ``feasible`` (1/0) and ``on_front``
-  (1/0). ``on_front`` is re-logged (a later step) whenever a later trial changes the front;
-  the HParams dashboard shows the last value, so it is always current.
+* ``trials/NNNN/hparams/``: the trial's HParams *session* (run ``trials/NNNN/hparams``; the
+  proxy training's own scalars ``train/loss``, ``train/lr`` stay in ``trials/NNNN/``, a run
+  of its own). Its hparams are the trial's Optuna parameters (every choice of the space,
+  labels such as ``body.3.parts``) plus ``preset`` (the preset name or ``-``); its metrics are
+  the scalars ``psnr_y``, ``latency_ms``, ``bops``, ``params``, ``model_bytes``, ``feasible``
+  (1/0) and ``on_front`` (1/0). ``on_front`` is re-logged (a later step, a later event file
+  in the same folder) whenever a later trial changes the front; the HParams dashboard shows
+  the last value, so it is always current.
+
+  Exactly once, also with several processes on one run folder and after a ``kill -9``: the
+  session (start info, end info and the metrics) is written completely into a hidden
+  temporary file in that folder (a name TensorBoard does not read), flushed, then published
+  under the fixed name ``events.out.tfevents.0000000000.bsrnas-session`` with ``os.link``,
+  which never replaces an existing file: of two processes writing the same trial's session,
+  one publishes it, the other sees it exists and only logs its ``on_front``. "Already
+  written" means that file exists (it only ever appears complete); a folder that holds
+  training scalars but no session gets its session. Run folders written before this layout
+  (the session in ``trials/NNNN/`` itself) are recognised by reading their event files for
+  the session-start summary, so a resume never writes a second session for them.
+  Every COMPLETE trial of the study gets its session from the next process that logs (after
+  its next trial, or at the end of a search / ``bsrnas pareto``); FAIL trials get none.
 * ``hparams/``: the HParams *experiment config* (every hparam with its discrete domain, every
   metric). TensorBoard expects exactly one run holding it, so this folder is rewritten (old
   event file removed) each time the experiment grows.
 * ``search/``: the scalar ``hypervolume`` after each trial (step = trial number), the scalar
-  ``front_size``, the Pareto scatter figure ``pareto`` (presets marked, updated at the end of
-  a search and by ``bsrnas pareto``) and SR sample images of the front members
+  ``front_size``, the Pareto scatter figure ``pareto`` (presets marked, the bicubic PSNR_Y of
+  the validation items as a horizontal line when known, updated at the end of a search and by
+  ``bsrnas pareto``) and SR sample images of the front members
   (``samples/trial_NNNN``) when a trial folder holds a model checkpoint.
 
 Hypervolume reference point: ``(psnr_y, cost) = (hv_reference.psnr_y, hv_reference.cost)``;
@@ -26,12 +42,20 @@ from __future__ import annotations
 
 import glob
 import os
+import socket
+import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from nas import pareto
 from nas.runfolder import RunFolder
 
 METRICS = ("psnr_y", "latency_ms", "bops", "params", "model_bytes", "feasible", "on_front")
+#: subfolder of ``trials/NNNN/`` holding the trial's HParams session (its own TensorBoard run)
+SESSION_DIR = "hparams"
+#: the session's event file: a fixed name (one per trial, published atomically, see the module
+#: doc) that sorts before every SummaryWriter file of the folder (``...tfevents.<time>...``)
+SESSION_FILE = "events.out.tfevents.0000000000.bsrnas-session"
+SESSION_START_TAG = "_hparams_/session_start_info"  # tensorboard.plugins.hparams.metadata
 
 
 def _writer(logdir: str):
@@ -65,6 +89,103 @@ def metric_values(record: Mapping[str, Any], on_front: bool) -> Dict[str, float]
     return out
 
 
+def _has_session_start(path: str) -> bool:
+    """Whether the event file ``path`` holds an HParams session-start summary (a file being
+    written, or cut short, is read as far as it is complete)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    try:
+        for event in EventFileLoader(path).Load():
+            if any(v.tag == SESSION_START_TAG for v in event.summary.value):
+                return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def session_run(trial_dir: str) -> Optional[str]:
+    """The folder (TensorBoard run) holding the HParams session of the trial folder
+    ``trial_dir``, or None when none is written: ``trial_dir/hparams`` when its published
+    session file exists, else ``trial_dir`` itself when one of its own event files really
+    contains a session-start summary (layout of older versions). Training scalars alone
+    (``train/loss``) are never taken for a session."""
+    new = os.path.join(trial_dir, SESSION_DIR)
+    if os.path.isfile(os.path.join(new, SESSION_FILE)):
+        return new
+    for path in sorted(glob.glob(os.path.join(trial_dir, "events.out.tfevents.*"))):
+        if _has_session_start(path):
+            return trial_dir
+    return None
+
+
+def logged_on_front(session_dir: str) -> Optional[bool]:
+    """The ``on_front`` flag a session folder shows now (the value at the largest step, the
+    latest written on ties), or None when it holds none."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    last = None
+    for path in sorted(glob.glob(os.path.join(session_dir, "events.out.tfevents.*"))):
+        try:
+            for event in EventFileLoader(path).Load():
+                for v in event.summary.value:
+                    if v.tag != "on_front":
+                        continue
+                    if v.HasField("simple_value"):
+                        value = float(v.simple_value)
+                    elif v.HasField("tensor"):  # the loader turns simple values into tensors
+                        from tensorboard.util import tensor_util
+
+                        value = float(tensor_util.make_ndarray(v.tensor).item())
+                    else:
+                        continue
+                    key = (event.step, event.wall_time)
+                    if last is None or key >= last[0]:
+                        last = (key, value)
+        except (OSError, ValueError):
+            continue
+    return None if last is None else bool(last[1] >= 0.5)
+
+
+def write_session(trial_dir: str, hparams_values: Mapping[str, Any], metrics: Mapping[str, float]) -> bool:
+    """Publish one HParams session (start info, metrics at step 0, end info) as
+    ``trial_dir/hparams/SESSION_FILE``, atomically and at most once (module doc). Returns True
+    when this call published it, False when that file already existed (the caller checks
+    ``session_run`` first for a session in the older layout)."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
+    from torch.utils.tensorboard.summary import hparams, scalar
+
+    d = os.path.join(trial_dir, SESSION_DIR)
+    os.makedirs(d, exist_ok=True)
+    _, ssi, sei = hparams(dict(hparams_values), dict(metrics))
+    now = time.time()
+    events = [Event(wall_time=now, file_version="brain.Event:2"), Event(wall_time=now, step=0, summary=ssi)]
+    events += [Event(wall_time=now, step=0, summary=scalar(k, float(v))) for k, v in metrics.items()]
+    events.append(Event(wall_time=now, step=0, summary=sei))
+    final = os.path.join(d, SESSION_FILE)
+    # hidden, and without "tfevents" in its name: TensorBoard never reads a half-written session
+    tmp = os.path.join(d, f".session-{socket.gethostname()}-{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            out = RecordWriter(fh)
+            for e in events:
+                out.write(e.SerializeToString())
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, final)  # fails when the file exists: exactly one process publishes
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: replace (same run, same session)
+            if os.path.exists(final):
+                return False
+            os.replace(tmp, final)
+        return True
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 class SearchBoard:
     """Writes the TensorBoard files of one run folder (see the module docstring)."""
 
@@ -75,25 +196,25 @@ class SearchBoard:
         self._on_front: Dict[int, bool] = {}
         self._logged: set = set()
         self._domains: Dict[str, List[Any]] = {}
+        self._session_dirs: Dict[int, str] = {}  # trial -> run folder of its session, once seen
 
     # --------------------------------------------------------------------- sessions
-    def _session(self, record: Mapping[str, Any], on_front: bool) -> None:
-        from torch.utils.tensorboard.summary import hparams
+    def session_dir(self, number: int) -> str:
+        """The TensorBoard run of trial ``number``'s HParams session (``trials/NNNN/hparams``,
+        or ``trials/NNNN`` for a session written there by an older version)."""
+        return self._session_dirs.get(int(number)) or os.path.join(self.run.trial_dir(number), SESSION_DIR)
 
-        hp = trial_hparams(record)
-        metrics = metric_values(record, on_front)
-        _, ssi, sei = hparams(hp, metrics)
-        w = _writer(self.run.trial_dir(record["trial"]))
-        try:
-            w.file_writer.add_summary(ssi)
-            w.file_writer.add_summary(sei)
-            for k, v in metrics.items():
-                w.add_scalar(k, v, 0)
-        finally:
-            w.close()
+    def _session(self, record: Mapping[str, Any], on_front: bool, step: int) -> bool:
+        """Publish the trial's session unless one exists; True when this call published it.
+        When another process published it first, log this process's ``on_front`` instead."""
+        number = int(record["trial"])
+        if not write_session(self.run.trial_dir(number), trial_hparams(record), metric_values(record, on_front)):
+            self._update_front_flag(number, on_front, step)
+            return False
+        return True
 
     def _update_front_flag(self, number: int, on_front: bool, step: int) -> None:
-        w = _writer(self.run.trial_dir(number))
+        w = _writer(self.session_dir(number))
         try:
             w.add_scalar("on_front", 1.0 if on_front else 0.0, step)
         finally:
@@ -147,7 +268,7 @@ class SearchBoard:
                 if self._has_session(n):  # written by another process: refresh its flag
                     self._update_front_flag(n, now, step)
                 else:
-                    self._session(r, now)
+                    self._session(r, now, step)
             elif self._on_front.get(n) != now:
                 self._update_front_flag(n, now, step)
             self._logged.add(n)
@@ -164,26 +285,38 @@ class SearchBoard:
         return hv
 
     def _has_session(self, number: int) -> bool:
-        return bool(glob.glob(os.path.join(self.run.trial_dir(number), "events.out.tfevents.*")))
+        """Whether trial ``number``'s session is on disk (see ``session_run``)."""
+        found = session_run(self.run.trial_dir(number))
+        if found is not None:
+            self._session_dirs[int(number)] = found
+        return found is not None
 
     def resume_from(self, records: Sequence[Mapping[str, Any]]) -> None:
-        """After a resume: treat sessions already on disk as logged with the current front."""
-        members = pareto.front(records, self.cost_key)
-        ids = {int(r["trial"]) for r in members}
+        """After a resume (or in another worker): sessions already on disk count as logged and
+        are never written again; COMPLETE trials without one (a process killed between telling
+        the trial and publishing its session) get theirs at the next ``update``. The
+        ``on_front`` each session shows is read back, so the next ``update`` re-logs exactly the
+        flags that are stale (a process killed before it updated them)."""
         for r in records:
             n = int(r["trial"])
             if self._has_session(n):
                 self._logged.add(n)
-                self._on_front[n] = n in ids
+                shown = logged_on_front(self.session_dir(n))
+                if shown is None:
+                    self._on_front.pop(n, None)
+                else:
+                    self._on_front[n] = shown
             for k, v in trial_hparams(r).items():
                 dom = self._domains.setdefault(k, [])
                 if v not in dom:
                     dom.append(v)
 
-    def figure(self, records: Sequence[Mapping[str, Any]], step: int, title: Optional[str] = None) -> None:
-        """The Pareto scatter figure (presets marked) in the ``search`` run."""
+    def figure(self, records: Sequence[Mapping[str, Any]], step: int, title: Optional[str] = None,
+               reference: Optional[float] = None) -> None:
+        """The Pareto scatter figure (presets marked; ``reference``: the bicubic PSNR_Y drawn as
+        a horizontal line labelled "bicubic") in the ``search`` run."""
         members = pareto.front(records, self.cost_key)
-        fig = pareto.scatter_figure(records, members, self.cost_key, title)
+        fig = pareto.scatter_figure(records, members, self.cost_key, title, reference=reference)
         w = _writer(self.run.search_tb_dir)
         try:
             w.add_figure("pareto", fig, step, close=False)
@@ -203,11 +336,20 @@ class SearchBoard:
         return n
 
 
+def _one_line(text: str, limit: int = 300) -> str:
+    """The first non-empty line of ``text``, at most ``limit`` characters."""
+    first = next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
 def front_samples(run: RunFolder, members: Sequence[Mapping[str, Any]], data_root=None,
-                  limit: int = 8) -> List[Tuple[int, Any]]:
+                  limit: int = 8, skipped: Optional[List[Tuple[str, str]]] = None) -> List[Tuple[int, Any]]:
     """``(trial, image)`` per front member whose trial folder holds the proxy checkpoint:
     the first validation image as [bicubic | SR of the member | HR] side by side (uint8 HWC).
-    Members without a checkpoint (duplicates, or evaluators that keep none) are skipped."""
+    Members without a checkpoint (duplicates, or evaluators that keep none) are skipped; so is
+    a member whose checkpoint cannot be read (corrupt, foreign, or refused by
+    ``evaluators.checkpoint.load_model``): ``(path, one-line reason)`` is appended to
+    ``skipped`` for it, and the other members still get their samples."""
     import numpy as np
 
     out: List[Tuple[int, Any]] = []
@@ -227,7 +369,12 @@ def front_samples(run: RunFolder, members: Sequence[Mapping[str, Any]], data_roo
         ckpt = os.path.join(run.trial_dir(m["trial"]), CHECKPOINT_NAME)
         if not os.path.isfile(ckpt):
             continue
-        spec, model = load_model(ckpt)
+        try:
+            spec, model = load_model(ckpt)
+        except (ValueError, OSError) as exc:
+            if skipped is not None:
+                skipped.append((ckpt, _one_line(exc) or type(exc).__name__))
+            continue
         scale = int(spec.scale)
         if scale not in items:
             items[scale] = next(iter(validation_set(data_root, scale=scale)))

@@ -3,6 +3,11 @@
     bsrnas pareto runs/NAME [--pick best-psnr|knee|TRIAL]
 
 Writes ``pareto.json``, ``pareto.csv``, ``pareto.png`` (and refreshes the TensorBoard view);
+the table's header line gives the bicubic PSNR_Y of the validation items the proxy scores
+(``nas.outputs``: stored in the study, computed from ``config.yaml`` for an older run).
+A front member whose checkpoint cannot be read (corrupt, not a bsrnas checkpoint, or refused)
+gets no SR sample: everything else is still printed and written, one warning line per such
+file follows, and the command exits with status 2.
 ``--pick`` writes the chosen spec to ``RUN/picked.json`` (the ArchSpec JSON). The knee is the
 front member closest to the utopia point after normalising both objectives to [0, 1]
 (``nas.pareto.knee``).
@@ -55,15 +60,24 @@ def picked_spec(run_dir: str, how: str):
 
 
 def run(args) -> int:
-    from nas import pareto
-    from nas.search import write_outputs
+    import sys
+
+    from nas import outputs, pareto
 
     run, cfg, study = load_run(args.run_dir)
     cost_key = (cfg.get("objectives") or {}).get("cost", "latency_ms")
     root = (cfg.get("data") or {}).get("root")
-    members = write_outputs(run, cost_key, study, samples=not args.no_samples,
-                            title=cfg.get("name"), data_root=root)
-    print(pareto.format_table(members))
+
+    def warn(msg: str) -> None:
+        print(f"bsrnas pareto: {msg}", file=sys.stderr)
+
+    # the table and pareto.json/.csv/.png first: nothing later (TensorBoard, samples) can cost them
+    recs, members, ref = outputs.write_files(run, cost_key, study, title=cfg.get("name"),
+                                             bicubic=lambda r: outputs.bicubic_for_config(cfg, r), log=warn)
+    print(pareto.format_table(members, reference=ref))
+    skipped = []
+    outputs.refresh_board(run, cost_key, study, recs, members, samples=not args.no_samples,
+                          title=cfg.get("name"), data_root=root, reference=ref, skipped=skipped)
     print(f"files: {run.file('pareto.json')}, pareto.csv, pareto.png")
     if args.pick is not None:
         chosen, text = picked_spec(args.run_dir, args.pick)
@@ -73,4 +87,12 @@ def run(args) -> int:
         print(f"picked trial {chosen['trial']} ({args.pick}): psnr_y {chosen['psnr_y']:.3f}, "
               f"{cost_key} {chosen[cost_key]}; spec written to {path}")
         print(f"next: bsrnas retrain --spec {path}")
+    if skipped:
+        sys.stdout.flush()
+        for path, reason in skipped:
+            warn("warning: " + outputs.skipped_line(run, path, reason))
+        raise ValueError(
+            f"{len(skipped)} checkpoint file(s) in {run.path} could not be read as bsrnas checkpoints "
+            "(listed above): the table and every file were written, their SR samples skipped; "
+            "remove or replace those files")
     return 0

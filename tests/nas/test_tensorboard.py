@@ -46,7 +46,7 @@ def test_one_hparams_session_per_trial(finished):
     on_front = {m["trial"] for m in members}
     assert len(recs) == 7
     for r in recs:
-        acc = load(s.run.trial_dir(r["trial"]))
+        acc = load(os.path.join(s.run.trial_dir(r["trial"]), "hparams"))  # the session's own run
         start = hparams_content(acc, hp_metadata.SESSION_START_INFO_TAG).session_start_info
         t = s.study.trials[r["trial"]]
         hp = {k: (v.string_value if v.HasField("string_value") else v.number_value)
