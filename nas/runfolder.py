@@ -7,7 +7,8 @@
         spec.json            the ArchSpec (ArchSpec.to_json)
         metrics.json         psnr_y, ssim_y, latency_ms, bops, flops, params, model_bytes,
                              feasible, violations, preset, state, node_id, ...
-        events.out.tfevents.*  the trial's TensorBoard HParams session
+        events.out.tfevents.*  the proxy training's scalars (train/loss, train/lr)
+        hparams/             the trial's TensorBoard HParams session (its own run)
       search/                TensorBoard run of the whole search (hypervolume, Pareto figure)
       pareto.json / .csv / .png
       picked.json            written by ``bsrnas pareto --pick``

@@ -41,7 +41,6 @@ import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from nas import config as config_mod
-from nas import pareto
 from nas.engines.base import EngineContext
 from nas.objective import Objective, known_results
 from nas.runfolder import STUDY_NAME, RunFolder, records
@@ -62,11 +61,24 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def is_stale(frozen) -> bool:
-    """A RUNNING trial whose worker process (on this host) no longer exists."""
+#: an untagged RUNNING trial younger than this is another worker's trial between ``ask`` and
+#: its tag (seconds); older untagged ones were left by a process that died right after ``ask``.
+UNTAGGED_GRACE_S = 120.0
+
+
+def is_stale(frozen, now=None) -> bool:
+    """A RUNNING trial whose worker process (on this host) no longer exists. A trial without a
+    worker tag counts as stale only once it is older than ``UNTAGGED_GRACE_S``: another worker
+    may have just asked it and not tagged it yet (telling it FAIL would crash that worker)."""
     tag = frozen.user_attrs.get("worker")
     if not tag:
-        return True
+        import datetime
+
+        start = frozen.datetime_start
+        if start is None:
+            return True
+        now = now or datetime.datetime.now(start.tzinfo)
+        return (now - start).total_seconds() > UNTAGGED_GRACE_S
     host, _, pid = tag.rpartition(":")
     if host != socket.gethostname():
         return False

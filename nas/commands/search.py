@@ -62,7 +62,7 @@ def run(args) -> int:
     s, members = search.run(cfg, resume=args.resume, new_front=args.new_front,
                             progress=not args.no_progress)
     print(f"Pareto front of {s.run.path} ({s.n_complete()} trials, objectives psnr_y / {s.cost_key}):")
-    print(pareto.format_table(members))
+    print(pareto.format_table(members, reference=s.study.user_attrs.get("bicubic_psnr_y")))
     print(f"files: {s.run.file('pareto.json')}, pareto.csv, pareto.png; trials in {s.run.file('trials')}")
     run_dir = os.path.relpath(s.run.path) if not os.path.isabs(cfg["run_dir"]) else s.run.path
     print(f"next: tensorboard --logdir {run_dir}")

@@ -12,6 +12,7 @@ Several processes may run this loop on one study (see ``nas.search``).
 from __future__ import annotations
 
 from nas.engines.base import EngineContext
+from nas.objective import worker_tag
 
 
 def run_optuna(search: EngineContext) -> int:
@@ -28,6 +29,7 @@ def run_optuna(search: EngineContext) -> int:
     try:
         while search.n_complete() < search.target:
             trial = study.ask()
+            trial.set_user_attr("worker", worker_tag())  # at once: a joining worker must not take it for stale
             try:
                 values = search.objective(trial, search.known())
             except BaseException as exc:

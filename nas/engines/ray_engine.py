@@ -34,6 +34,7 @@ from typing import Any, Dict, Optional
 from ray.tune.search import Searcher
 
 from nas.engines.base import EngineContext
+from nas.objective import worker_tag
 
 _EVALUATORS: Dict[str, Any] = {}
 DEFAULT_FACTORY = "evaluators.proxy:ProxyEvaluator"
@@ -89,6 +90,7 @@ class BudgetSearcher(Searcher):
             if s.n_complete() + len(self.pending) >= s.target:
                 return Searcher.FINISHED
             trial = s.study.ask()
+            trial.set_user_attr("worker", worker_tag())  # at once: a joining worker must not take it for stale
             try:
                 cand = s.objective.propose(trial, s.known())
                 if not cand.feasible or cand.duplicate_of is not None:

@@ -1,7 +1,6 @@
 """Resume rules: failed presets are retried, a changed proxy is refused (or starts a separate
 front with --new-front), a trial told FAIL says so in its metrics.json, engines depend on the
 small EngineContext only."""
-import json
 import os
 import sys
 
@@ -185,3 +184,47 @@ def test_engines_do_not_import_search():
         mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         mods |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         assert "nas.search" not in mods, name
+
+
+def test_untagged_running_trial_is_stale_only_after_the_grace_period():
+    """Between study.ask() and its worker tag a trial is another worker's live trial: a worker
+    joining with --resume must not tell it FAIL (that crashed the first worker)."""
+    import datetime
+    from types import SimpleNamespace
+
+    now = datetime.datetime(2026, 1, 1, 12, 0, 0)
+    young = SimpleNamespace(user_attrs={}, datetime_start=now - datetime.timedelta(seconds=5))
+    old = SimpleNamespace(user_attrs={}, datetime_start=now - datetime.timedelta(seconds=search.UNTAGGED_GRACE_S + 1))
+    assert not search.is_stale(young, now=now)
+    assert search.is_stale(old, now=now)
+    dead = SimpleNamespace(user_attrs={"worker": "%s:%d" % (os.uname().nodename, 2 ** 22 + 99)},
+                           datetime_start=now)
+    alive = SimpleNamespace(user_attrs={"worker": "%s:%d" % (os.uname().nodename, os.getpid())},
+                            datetime_start=now - datetime.timedelta(days=1))
+    assert search.is_stale(dead, now=now) and not search.is_stale(alive, now=now)
+
+
+def test_engines_tag_a_trial_as_soon_as_it_is_asked(tmp_path):
+    """The worker tag is set before the spec is sampled and costed (which may measure latency
+    units for minutes), so the untagged window is as short as possible."""
+    seen = []
+    cfg = make_cfg(tmp_path, engine__trials=2)
+    comp = components()
+    lat = comp["latency"]
+    real = lat.predict
+
+    def predict(spec):
+        from optuna.trial import TrialState as TS
+
+        st = RunFolder(cfg["run_dir"]).load_study()
+        running = st.get_trials(states=(TS.RUNNING,))
+        seen.extend(t.user_attrs.get("worker") for t in running)
+        return real(spec)
+
+    s = search.Search(cfg, **comp)
+    s.setup()
+    lat.predict = predict
+    from nas.engines.optuna_engine import run_optuna
+
+    run_optuna(s.engine_context())
+    assert seen and all(seen), seen
