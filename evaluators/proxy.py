@@ -16,13 +16,13 @@ from __future__ import annotations
 import math
 import os
 import time
-from contextlib import contextmanager
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from evaluators.threads import torch_threads
 from evaluators.training import TrainConfig, TrainingDiverged, seed_everything, train
 
 
@@ -38,15 +38,6 @@ class ZeroSR(nn.Module):
         return x.new_zeros(n, c, h * self.scale, w * self.scale)
 
 
-@contextmanager
-def _threads(n: Optional[int]):
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 class ProxyEvaluator:
@@ -171,7 +162,7 @@ class ProxyEvaluator:
 
         scale = int(spec.scale)
         sampler = self.sampler(scale)
-        with _threads(self.threads):
+        with torch_threads(self.threads):
             seed_everything(self.config.seed)  # same initialisation stream for every spec
             model = build(spec)
             result: Dict[str, Any] = {"steps": self.config.steps, "diverged": False}
