@@ -17,8 +17,8 @@ checkpoint of older bsrnas versions, which pickled NumPy RNG state, garbage byte
 loads but is not a current bsrnas checkpoint is refused with a one-line ``ValueError`` naming
 the file.
 
-Files are written atomically: the dict goes to ``<path>.tmp-<pid>`` first, is flushed to
-disk, then ``os.replace`` moves it over ``path``; an interruption at any moment leaves either
+Files are written atomically (``space.files.atomic_write``): the dict goes to a temporary file
+beside ``path`` first, is flushed to disk, then ``os.replace`` moves it over ``path``; an interruption at any moment leaves either
 the old complete file or the new complete file, never a truncated one.
 """
 from __future__ import annotations
@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any, Dict, Tuple
 
 import torch
+
+from space.files import atomic_write
 
 FORMAT = "bsrnas-checkpoint-2"
 #: formats of earlier releases, named in the refusal message
@@ -80,18 +82,7 @@ def save_checkpoint(path: os.PathLike, spec, model: torch.nn.Module, **state: An
     payload.update(state)
     for key, value in payload.items():
         check_plain(value, repr(key))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda fh: torch.save(payload, fh), durable=True)
 
 
 def one_line(text: str, limit: int = 300) -> str:

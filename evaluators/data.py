@@ -25,13 +25,13 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from evaluators.metrics import SSIM_WINDOW
+from space.files import atomic_write
 
 #: SR scales the project evaluates and trains.
 SCALES = (2, 3, 4)
@@ -237,10 +237,7 @@ class SRImageSet:
         if file.is_file():
             return np.load(file)
         lr = imresize(hr, 1.0 / self.scale)
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, lr)
-        os.replace(tmp, file)
+        atomic_write(file, lambda fh: np.save(fh, lr))
         return lr
 
 

@@ -42,11 +42,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from evaluators.latency_timing import TimingStats, slug
+from space.files import atomic_write
 
 FORMAT = "bsrnas-latency-table/3"
 FORMAT_TAG = "v3"  # in default file names, so caches of older formats are left alone
@@ -230,14 +230,4 @@ def save(path: Path, context: Mapping[str, Any], entries: Mapping[str, TimingSta
     if extra:
         data.update(extra)
     data["entries"] = {k: entries[k].to_dict() for k in sorted(entries)}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, json.dumps(data, indent=1) + "\n")

@@ -80,13 +80,10 @@ class RetrainConfig:
 
     @classmethod
     def from_yaml(cls, path: os.PathLike) -> "RetrainConfig":
+        from space.files import read_yaml
+
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ValueError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        data = read_yaml(path, "--config")
         return cls.from_dict(data, where=f"config {str(path)!r}")
 
     def to_dict(self) -> Dict[str, Any]:

@@ -14,7 +14,6 @@ crops) are used as the single set ``default``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -154,8 +153,6 @@ def run(args) -> int:
 
 def write_json(path: str, payload: Dict) -> None:
     """Write ``payload`` atomically (temporary file, then rename)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, out)
+    from space.files import atomic_write
+
+    atomic_write(path, json.dumps(payload, indent=2) + "\n")

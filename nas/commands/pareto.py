@@ -29,9 +29,8 @@ def add_arguments(p) -> None:
 
 def load_run(run_dir: str):
     """(RunFolder, resolved config, study) of a finished or running search."""
-    import yaml
-
     from nas.runfolder import RunFolder
+    from space.files import read_yaml
 
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f"RUN: folder {run_dir!r} not found")
@@ -39,8 +38,7 @@ def load_run(run_dir: str):
     study = run.load_study()
     cfg = {}
     if os.path.isfile(run.config_path):
-        with open(run.config_path) as fh:
-            cfg = yaml.safe_load(fh) or {}
+        cfg = read_yaml(run.config_path, "config.yaml of the run folder") or {}
     return run, cfg, study
 
 
