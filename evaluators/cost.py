@@ -1,7 +1,9 @@
 """Instant cost counts of an ``ArchSpec`` (no ``nn.Module`` is built): BOPs, FLOPs, params, bytes.
 
-``cost(spec, input_size=(3, H, W))`` walks the network that ``space.builder.build(spec)`` makes, on
-one LR image of ``H x W`` (batch 1), and returns::
+``cost(spec, input_size=(3, H, W))`` counts the units of ``space.layout.layout(spec, input_size)``
+(the network that ``space.builder.build(spec)`` makes), on one LR image of ``H x W`` (batch 1);
+``unit_costs`` gives the counts of each unit (``UNIT_COSTS``: one rule per unit kind) and
+``cost`` their sums::
 
     bops                   binary MACs: P * k^2 * C_in * C_out * H * W per binary conv (ARI's P
                            bit-planes each cost one binary conv)
@@ -39,6 +41,21 @@ normalisation (subtract mean, multiply by k) 2 per input element and the output'
 (divide by k, add mean) 2 per output element, 1 and 1 with ``input_mean = "none"`` (no mean).
 PixelShuffle and channel repeats move data: 0. Per-channel O(C) work is not counted.
 
+Head and tail options (C channels, s the scale, H x W the LR size, S = s^2 H W the SR pixels):
+
+    head_act leaky_relu     2 C H W FLOPs (compare, multiply), no parameter
+    tail_stages one         the stage r = s at H x W instead of the x2 stages at x4:
+                            fp_two_stage: 9 C (s^2 C) H W MACs, (9 C + 1) s^2 C H W + 2 s^2 C H W
+                            FLOPs (MACs, bias, LeakyReLU), 9 C s^2 C + s^2 C params;
+                            binary_repeat: one binary conv C -> s^2 C at H x W (the rules above)
+    tail_conv_hr fp         FP conv C -> C at s H x s W: 9 C^2 S MACs, (9 C + 1) C S FLOPs,
+                            9 C^2 + C params; then LeakyReLU 2 C S FLOPs
+    tail_conv_hr binary     one binary conv C -> C at s H x s W with the last tail LayerSpec
+                            (the rules above, position 0: bops 9 P C^2 S); then LeakyReLU
+                            2 C S FLOPs
+    peak                    the conv_hr step holds its input and output (2 C S) plus the
+                            normalised input when an image skip is pending
+
 Image-level skip (``image_skip``), on N_sr = 3 (sH)(sW) = 3 s^2 H W output elements, an
 interpolation tap counting one MAC (1 FLOP, the convention above) and the skip add 1 FLOP per
 output element; it has no parameters and no MACs of a conv (``fp_macs`` is unchanged)::
@@ -63,13 +80,17 @@ channel-repeated) image, 3 H W + 2 N_sr.
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
-from space.spec import CONVS_PER_BLOCK, ArchSpec, LayerSpec, upsample_stages
+from space.layout import HEAD_KERNELS  # noqa: F401  (still importable from here, as before)
+from space.layout import (KERNEL, AddUnit, BinaryConvUnit, ESPCNUnit, FPBlockUnit, FPConvUnit,
+                          FPStageUnit, HeadUnit, ImageSkipUnit, LeakyReLUUnit, OutputUnit, Unit,
+                          layout)
+from space.spec import CONVS_PER_BLOCK, ArchSpec, LayerSpec
 
-KERNEL = 3
-HEAD_KERNELS = {"conv3": 3, "conv5": 5}
 BYTES_FP32 = 4
+#: FLOPs per element of a LeakyReLU (compare, multiply)
+LEAKY_RELU_FLOPS = 2
 DEFAULT_INPUT_SIZE = (3, 180, 320)  # BBCU's reporting size (x4 -> 1280 x 720)
 
 #: FLOPs per output element of the image skip (interpolation taps + the add), see above.
@@ -133,12 +154,11 @@ def binary_conv_cost(layer: LayerSpec, cin: int, cout: int, h: int, w: int,
 
 
 class _Tally:
-    """Running sums and the peak of live activation elements."""
+    """Sums of one unit (or of the network) and the peak of live activation elements."""
 
     def __init__(self) -> None:
         self.bops = self.fp_macs = self.flops = self.params = self.binary_params = 0
         self.peak = 0
-        self.kept: Dict[str, int] = {}  # tensors alive at every later step (the image skip's x)
 
     def fp_conv(self, cin: int, cout: int, k: int, h: int, w: int) -> None:
         macs = k * k * cin * cout * h * w
@@ -147,8 +167,8 @@ class _Tally:
         self.params += k * k * cin * cout + cout
 
     def binary_conv(self, layer: LayerSpec, cin: int, cout: int, h: int, w: int,
-                    position: int) -> None:
-        c = binary_conv_cost(layer, cin, cout, h, w, position)
+                    position: int, k: int = KERNEL) -> None:
+        c = binary_conv_cost(layer, cin, cout, h, w, position, k)
         self.bops += c["bops"]
         self.flops += c["flops"]
         self.params += c["params"]
@@ -156,7 +176,12 @@ class _Tally:
 
     def live(self, tensors: Dict[str, int]) -> None:
         """``tensors``: name -> elements of every distinct tensor alive at a conv step."""
-        self.peak = max(self.peak, sum({**self.kept, **tensors}.values()))
+        self.peak = max(self.peak, sum(tensors.values()))
+
+    def counts(self) -> Dict[str, int]:
+        return {"bops": self.bops, "fp_macs": self.fp_macs, "flops": self.flops,
+                "params": self.params, "binary_params": self.binary_params,
+                "live_elements": self.peak}
 
 
 def _bam_window(layers: Sequence[LayerSpec], i: int) -> int:
@@ -168,85 +193,165 @@ def _bam_window(layers: Sequence[LayerSpec], i: int) -> int:
     return reach
 
 
-def _body(spec: ArchSpec, t: _Tally, h: int, w: int) -> None:
-    c, px = spec.channels, h * w
-    kept_global = {"h": c * px} if spec.global_skip else {}
-    prev = "h"
-    for b in range(spec.blocks):
-        block_in = prev
-        layers = spec.block_layers(b)
-        n_convs = CONVS_PER_BLOCK
-        inputs = [block_in] + [f"b{b}.c{i}" for i in range(n_convs - 1)]
-        for i in range(n_convs):
-            out = f"b{b}.c{i}" if i < n_convs - 1 else f"b{b}.out"
-            tensors = dict(kept_global)
-            if spec.block_residual:
-                tensors[block_in] = c * px
-            if spec.body == "binary":
-                for j in range(max(0, i - _bam_window(layers, i)), i):
-                    tensors[inputs[j]] = c * px
-                t.binary_conv(layers[i], c, c, h, w, position=i)
-            else:
-                t.fp_conv(c, c, KERNEL, h, w)
-                if i == 0:
-                    t.flops += c * px  # ReLU between the two convs
-            tensors[inputs[i]] = c * px
-            tensors[out] = c * px
-            t.live(tensors)
-        if spec.block_residual:
-            t.flops += c * px
-        prev = f"b{b}.out"
-    if spec.global_skip:
+class _Context:
+    """What the units of one layout keep alive for later units (read once from the layout):
+    the normalised input while an image skip is pending, the head output while a global skip
+    is pending, a block's input while its residual is pending, and a block's conv layers (BAM
+    history)."""
+
+    def __init__(self, units: Sequence[Unit]):
+        head = units[0]
+        self.px = head.h * head.w
+        self.image_skip = any(u.kind == "image_skip" for u in units)
+        self.global_skip = any(u.kind == "add" and u.role == "global_skip" for u in units)
+        self.residual = {u.block for u in units if u.kind == "add" and u.role == "block_residual"}
+        self.block_layers: Dict[int, list] = {}
+        for u in units:
+            if u.kind == "bconv" and u.role == "body":
+                self.block_layers.setdefault(u.block, []).append(u.layer)
+
+    def kept(self, in_body: bool, channels: int = 0) -> Dict[str, int]:
+        out = {"x": 3 * self.px} if self.image_skip else {}
+        if in_body and self.global_skip:
+            out["h"] = channels * self.px
+        return out
+
+
+def _block_names(b: int, n_convs: int) -> Tuple[list, list]:
+    """Names of the inputs and outputs of the convs of block ``b`` (block 0 reads ``h``)."""
+    block_in = "h" if b == 0 else f"b{b - 1}.out"
+    inputs = [block_in] + [f"b{b}.c{i}" for i in range(n_convs - 1)]
+    outputs = [f"b{b}.c{i}" for i in range(n_convs - 1)] + [f"b{b}.out"]
+    return inputs, outputs
+
+
+def _head(u: HeadUnit, t: _Tally, ctx: _Context) -> None:
+    hw = u.h * u.w
+    t.flops += (2 if u.mean else 1) * 3 * hw  # (x - mean) * k, or x * k
+    t.fp_conv(u.in_ch, u.out_ch, u.kernel, u.h, u.w)
+    if u.act == "leaky_relu":
+        t.flops += LEAKY_RELU_FLOPS * u.out_ch * hw
+    t.live({"x": 3 * hw, "h": u.out_ch * hw})
+
+
+def _body_conv(u: Unit, t: _Tally, ctx: _Context, position: int, block: int, c: int) -> None:
+    """Liveness of conv ``position`` of body block ``block`` (binary or FP)."""
+    layers = ctx.block_layers.get(block, [])
+    n_convs = len(layers) if layers else CONVS_PER_BLOCK
+    inputs, outputs = _block_names(block, n_convs)
+    tensors = ctx.kept(True, c)
+    if block in ctx.residual:
+        tensors[inputs[0]] = c * ctx.px
+    if layers:
+        for j in range(max(0, position - _bam_window(layers, position)), position):
+            tensors[inputs[j]] = c * ctx.px
+    tensors[inputs[position]] = c * ctx.px
+    tensors[outputs[position]] = c * ctx.px
+    t.live(tensors)
+
+
+def _bconv(u: BinaryConvUnit, t: _Tally, ctx: _Context) -> None:
+    t.binary_conv(u.layer, u.in_ch, u.out_ch, u.h, u.w, u.position, u.kernel)
+    if u.role == "body":
+        _body_conv(u, t, ctx, u.position, u.block, u.in_ch)
+    else:
+        _step(t, ctx, u.in_ch * u.h * u.w, u.out_ch * u.h * u.w)
+
+
+def _fp_block(u: FPBlockUnit, t: _Tally, ctx: _Context) -> None:
+    c, px = u.channels, u.h * u.w
+    for i in range(CONVS_PER_BLOCK):
+        t.fp_conv(c, c, KERNEL, u.h, u.w)
+        if i == 0:
+            t.flops += c * px  # ReLU between the two convs
+        _body_conv(u, t, ctx, i, u.block, c)
+    if u.residual:
         t.flops += c * px
 
 
-def _tail(spec: ArchSpec, t: _Tally, h: int, w: int) -> None:
-    c = spec.channels
-    if spec.tail == "fp_one_stage":
-        s = spec.scale
-        t.fp_conv(c, 3 * s * s, KERNEL, h, w)
-        t.live({"in": c * h * w, "out": 3 * s * s * h * w})
-        return
-    for j, r in enumerate(upsample_stages(spec.scale)):
-        if spec.tail == "fp_two_stage":
-            t.fp_conv(c, r * r * c, KERNEL, h, w)
-            t.flops += 2 * r * r * c * h * w  # LeakyReLU after the shuffle
-        else:
-            t.binary_conv(spec.tail_layers[j], c, r * r * c, h, w, position=0)
-        t.live({"in": c * h * w, "out": r * r * c * h * w})
-        h, w = h * r, w * r
-    t.fp_conv(c, 3, KERNEL, h, w)
-    t.live({"in": c * h * w, "out": 3 * h * w})
+def _step(t: _Tally, ctx: _Context, n_in: int, n_out: int) -> None:
+    """A tail conv step: its input and output plus what is kept (the image skip's x)."""
+    t.live({**ctx.kept(False), "in": n_in, "out": n_out})
+
+
+def _fp_stage(u: FPStageUnit, t: _Tally, ctx: _Context) -> None:
+    c, r, hw = u.channels, u.r, u.h * u.w
+    t.fp_conv(c, r * r * c, KERNEL, u.h, u.w)
+    t.flops += LEAKY_RELU_FLOPS * r * r * c * hw  # LeakyReLU after the shuffle
+    _step(t, ctx, c * hw, r * r * c * hw)
+
+
+def _fp_conv(u: FPConvUnit, t: _Tally, ctx: _Context) -> None:
+    t.fp_conv(u.in_ch, u.out_ch, u.kernel, u.h, u.w)
+    _step(t, ctx, u.in_ch * u.h * u.w, u.out_ch * u.h * u.w)
+
+
+def _leaky_relu(u: LeakyReLUUnit, t: _Tally, ctx: _Context) -> None:
+    t.flops += LEAKY_RELU_FLOPS * u.channels * u.h * u.w
+
+
+def _espcn(u: ESPCNUnit, t: _Tally, ctx: _Context) -> None:
+    s, hw = u.s, u.h * u.w
+    t.fp_conv(u.channels, 3 * s * s, KERNEL, u.h, u.w)
+    _step(t, ctx, u.channels * hw, 3 * s * s * hw)
+
+
+def _image_skip(u: ImageSkipUnit, t: _Tally, ctx: _Context) -> None:
+    n_sr = 3 * (u.s * u.h) * (u.s * u.w)
+    t.flops += IMAGE_SKIP_FLOPS[u.mode] * n_sr
+    t.live({**ctx.kept(False), "o": n_sr, "up": n_sr})
+
+
+def _add(u: AddUnit, t: _Tally, ctx: _Context) -> None:
+    t.flops += u.channels * u.h * u.w
+
+
+def _output(u: OutputUnit, t: _Tally, ctx: _Context) -> None:
+    t.flops += (2 if u.mean else 1) * 3 * u.h * u.w  # o / k + mean, or o / k
+
+
+#: unit kind -> its count (every kind of ``space.layout.UNIT_KINDS``)
+UNIT_COSTS: Dict[str, Callable[[Any, _Tally, _Context], None]] = {
+    "head": _head, "bconv": _bconv, "fp_block": _fp_block, "add": _add, "fp_stage": _fp_stage,
+    "shuffle": lambda u, t, ctx: None,  # PixelShuffle moves data: 0
+    "fp_conv": _fp_conv, "leaky_relu": _leaky_relu, "espcn": _espcn,
+    "image_skip": _image_skip, "output": _output,
+}
+
+
+def unit_costs(spec: ArchSpec, input_size: Sequence[int] = DEFAULT_INPUT_SIZE
+               ) -> List[Tuple[Unit, Dict[str, int]]]:
+    """``(unit, counts)`` for every unit of ``space.layout.layout(spec, input_size)``, in
+    order; counts: bops, fp_macs, flops, params, binary_params, live_elements (the most
+    elements alive at one of the unit's conv steps, 0 for a unit without one). ``cost`` is
+    their sum (the peak: their max)."""
+    if not isinstance(spec, ArchSpec):
+        raise ValueError(f"invalid spec {type(spec).__name__}; allowed: a space.spec.ArchSpec")
+    units = layout(spec, _check_input_size(input_size))
+    ctx = _Context(units)
+    out = []
+    for u in units:
+        t = _Tally()
+        UNIT_COSTS[u.kind](u, t, ctx)
+        out.append((u, t.counts()))
+    return out
 
 
 def cost(spec: ArchSpec, input_size: Sequence[int] = DEFAULT_INPUT_SIZE) -> Dict[str, int]:
     """All counts of ``spec`` on one LR image of ``input_size = (3, H, W)`` (see module doc)."""
-    if not isinstance(spec, ArchSpec):
-        raise ValueError(f"invalid spec {type(spec).__name__}; allowed: a space.spec.ArchSpec")
-    _, h, w = _check_input_size(input_size)
-    t = _Tally()
-    s = spec.scale
-    n_sr = 3 * (s * h) * (s * w)
-    per_element = 2 if spec.input_mean == "div2k" else 1  # (x - mean) * k, or x * k
-    t.flops += per_element * (3 * h * w + n_sr)  # the normalisation and its inverse
-    t.fp_conv(3, spec.channels, HEAD_KERNELS[spec.head], h, w)
-    t.live({"x": 3 * h * w, "h": spec.channels * h * w})
-    if spec.image_skip != "none":
-        t.kept = {"x": 3 * h * w}
-    _body(spec, t, h, w)
-    _tail(spec, t, h, w)
-    if spec.image_skip != "none":
-        t.flops += IMAGE_SKIP_FLOPS[spec.image_skip] * n_sr
-        t.live({"o": n_sr, "up": n_sr})
-    model_bytes = math.ceil(t.binary_params / 8) + BYTES_FP32 * (t.params - t.binary_params)
+    per_unit = unit_costs(spec, input_size)
+    total = {k: sum(c[k] for _, c in per_unit)
+             for k in ("bops", "fp_macs", "flops", "params", "binary_params")}
+    peak = max(c["live_elements"] for _, c in per_unit)
+    model_bytes = math.ceil(total["binary_params"] / 8) + BYTES_FP32 * (
+        total["params"] - total["binary_params"])
     return {
-        "bops": t.bops,
-        "fp_macs": t.fp_macs,
-        "flops": t.flops,
-        "ops": t.bops / 64 + t.flops,
-        "params": t.params,
-        "binary_params": t.binary_params,
+        "bops": total["bops"],
+        "fp_macs": total["fp_macs"],
+        "flops": total["flops"],
+        "ops": total["bops"] / 64 + total["flops"],
+        "params": total["params"],
+        "binary_params": total["binary_params"],
         "model_bytes": model_bytes,
-        "peak_activation_bytes": BYTES_FP32 * t.peak,
+        "peak_activation_bytes": BYTES_FP32 * peak,
     }
-

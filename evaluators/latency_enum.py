@@ -1,22 +1,22 @@
 """Every distinct latency unit a search space can produce, derived from the space definition.
 
-The units of a network (``latency_keys.decompose``) depend on the architecture only through
-channels C, head, body kind, ``block_residual``, tail and the per-conv choices; the number of
-blocks and ``global_skip`` only repeat or drop units (the ``add`` key is the same for every
-add at one width). So the distinct keys of a space are::
+The units of a network are those of ``space.layout.layout`` (``latency_keys.decompose``); they
+depend on the architecture only through the fields of ``KEY_FIELDS`` (channels C, head,
+head_act, input_mean, body kind, block_residual, global_skip, tail, tail_stages, tail_conv_hr,
+image_skip) and the per-conv choices; the number of blocks only repeats units (every block
+has the same units at one width) and ``residual_alignment`` is in no key. So the distinct keys
+of a space are::
 
-    overhead                                         one (LR size of the space)
-    output(mean)        for mean in input_mean (``"mean": false`` only for input_mean none)
-    head(h, C, mean)    for h in heads, C in channels, mean in input_mean
-    image_skip(mode, at) for mode in image_skip (not none) and every tail (``at`` = pre_shuffle
-                        for nearest on fp_one_stage, else output)
-    add(C)              for C in channels
-    fp_block(C, res)    for C in channels, res in block_residual       (when body fp allowed)
-    bconv(C->C, pos, choices)  for C in channels, pos in {0, 1} and every combination of the
-                        allowed values of the work-changing layer choices   (body binary)
-    per tail: fp_stage(C, r, stage size) + fp_conv | espcn(C, s) |
-              bconv(C -> r^2 C, stage size, tail choices) + shuffle + fp_conv
+    overhead                                    one (LR size of the space)
+    every FP unit of layout(one-block spec)     for every allowed combination of KEY_FIELDS
+    bconv(shape, pos, choices)                  for every binary conv unit of those layouts
+                                                (body C -> C at pos 0 and 1; tail C -> r^2 C;
+                                                conv_hr C -> C at the SR size) and every
+                                                combination of the allowed values of the
+                                                work-changing choices of ``layer`` (body) or
+                                                ``tail_layer`` (tail, conv_hr)
 
+A new architecture choice therefore enters here by its name in ``KEY_FIELDS`` only.
 Combinations are enumerated over the allowed values of the choices ``conv_work`` reads
 (``latency_keys.READ``); values that do the same work collapse into one key, so the count is
 exact and usually far below the raw product. Granularity (layer / block / shared) restricts
@@ -24,15 +24,14 @@ which convs share a value, never which values one conv can take, so it does not 
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any, Dict, List, Mapping, Tuple
 
-from evaluators.latency_keys import READ, Key, conv_work, decompose, image_skip_key
+from evaluators.latency_keys import READ, Key, conv_work, decompose, unit_key
 from evaluators.latency_store import canonical_key
-
-
-def _stages(scale: int) -> Tuple[int, ...]:
-    return (2, 2) if scale == 4 else (scale,)
+from space.layout import layout
+from space.spec import ArchSpec, uniform
 
 
 def conv_configs(dims: Mapping[str, Any]) -> List[Dict[str, Any]]:
@@ -48,44 +47,47 @@ def _add_unique(out: Dict[str, Key], keys) -> None:
         out.setdefault(canonical_key(k), k)
 
 
+#: the architecture fields that change which units a network has or their keys (``blocks``
+#: only repeats units; ``residual_alignment`` is in no key)
+KEY_FIELDS = ("channels", "head", "head_act", "input_mean", "body", "block_residual",
+              "global_skip", "tail", "tail_stages", "tail_conv_hr", "image_skip")
+_ARCH_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ArchSpec)}
+
+
+def _arch_values(arch: Mapping[str, Any], name: str) -> Tuple[Any, ...]:
+    return tuple(arch.get(name, (_ARCH_DEFAULTS[name],)))
+
+
 def space_keys(space: Any, input_size: Tuple[int, int, int]) -> List[str]:
     """The canonical keys of every distinct unit of ``space`` (a ``space.SearchSpace``) at LR
-    input ``input_size``, sorted."""
+    input ``input_size``, sorted: the units of ``space.layout.layout`` of a one-block spec for
+    every combination of the ``KEY_FIELDS`` values the space allows (combinations that
+    ``ArchSpec`` rejects are skipped), with every binary conv unit expanded over the
+    work-changing choices of ``space.layer`` (body) or ``space.tail_layer`` (tail, conv_hr)."""
     _, H, W = input_size
-    s = space.scale
-    arch = space.arch
     out: Dict[str, Key] = {}
-    means = [{"mean": False} if m == "none" else {} for m in arch.get("input_mean", ("div2k",))]
     _add_unique(out, [{"kind": "overhead", "h": H, "w": W}])
-    _add_unique(out, ({"kind": "output", "h": s * H, "w": s * W, **m} for m in means))
-    for mode in arch.get("image_skip", ("none",)):
-        _add_unique(out, (k for k in (image_skip_key(mode, t, s, H, W) for t in arch["tail"])
-                          if k is not None))
-    body_convs = conv_configs(space.layer) if "binary" in arch["body"] else []
-    tail_convs = conv_configs(space.tail_layer) if "binary_repeat" in arch["tail"] else []
-    for C in arch["channels"]:
-        _add_unique(out, ({"kind": "head", "head": h, "out": C, "h": H, "w": W, **m}
-                          for h in arch["head"] for m in means))
-        if any(arch["global_skip"]) or ("binary" in arch["body"] and any(arch["block_residual"])):
-            _add_unique(out, [{"kind": "add", "c": C, "h": H, "w": W}])
-        if "fp" in arch["body"]:
-            _add_unique(out, ({"kind": "fp_block", "c": C, "h": H, "w": W, "residual": r}
-                              for r in arch["block_residual"]))
-        for layer in body_convs:
-            _add_unique(out, (conv_work(layer, C, C, 3, H, W, pos) for pos in (0, 1)))
-        for tail in arch["tail"]:
-            h, w = H, W
-            if tail == "fp_one_stage":
-                _add_unique(out, [{"kind": "espcn", "c": C, "s": s, "h": H, "w": W}])
-                continue
-            for r in _stages(s):
-                if tail == "fp_two_stage":
-                    _add_unique(out, [{"kind": "fp_stage", "c": C, "r": r, "h": h, "w": w}])
-                else:
-                    _add_unique(out, (conv_work(layer, C, r * r * C, 3, h, w, 0) for layer in tail_convs))
-                    _add_unique(out, [{"kind": "shuffle", "c": C, "r": r, "h": h, "w": w}])
-                h, w = h * r, w * r
-            _add_unique(out, [{"kind": "fp_conv", "in": C, "out": 3, "k": 3, "h": h, "w": w}])
+    names = [n for n in KEY_FIELDS]
+    convs: Dict[Tuple[Any, ...], None] = {}
+    for combo in itertools.product(*(_arch_values(space.arch, n) for n in names)):
+        arch = dict(zip(names, combo))
+        channels = arch.pop("channels")
+        try:
+            spec = uniform(space.scale, channels, 1, **arch)
+        except ValueError:
+            continue
+        for unit in layout(spec, input_size):
+            if unit.binary:
+                convs[(unit.role == "body", unit.in_ch, unit.out_ch, unit.kernel, unit.h,
+                       unit.w, unit.position)] = None
+            else:
+                _add_unique(out, [unit_key(unit)])
+    layer_configs: Dict[bool, List[Dict[str, Any]]] = {}
+    for body, cin, cout, k, h, w, pos in convs:
+        if body not in layer_configs:
+            layer_configs[body] = conv_configs(space.layer if body else space.tail_layer)
+        _add_unique(out, (conv_work(layer, cin, cout, k, h, w, pos)
+                          for layer in layer_configs[body]))
     return sorted(out)
 
 

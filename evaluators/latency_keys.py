@@ -1,19 +1,23 @@
 """Keys of the latency table: what work each part of a network does, from the spec alone.
 
-``decompose(spec, input_size)`` lists, in execution order, one key dict per timed unit of the
+``decompose(spec, input_size)`` lists, in execution order, the call overhead and then one key
+dict per unit of ``space.layout.layout(spec, input_size)`` (``unit_key``), the units of the
 network that ``space.builder.build(spec)`` makes (N = 1, LR input ``3 x H x W``, output
 ``3 x sH x sW``). The latency of the network is predicted as the sum of these units::
 
     overhead   calling the compiled network once (input/output handling of the runtime)
     head       input normalisation (x - mean) * k  and the FP head conv 3 -> C     at H x W
                (the builder multiplies by k even when k = 1, so k is not part of any key;
-               with ``input_mean = "none"`` the key holds ``"mean": false``: x * k only)
+               with ``input_mean = "none"`` the key holds ``"mean": false``: x * k only;
+               with ``head_act = "leaky_relu"`` it holds ``"act": "leaky_relu"``)
     bconv      one binary conv through the packed runtime (body and binary tail)   at its input
     add        an elementwise add of two C x H x W maps (block residual, global skip)
     fp_block   one full-precision body block (fp body): conv3-ReLU-conv3 (+ input)
     fp_stage   one SRResNet upsampler stage: FP conv C -> r^2 C, PixelShuffle(r), LeakyReLU
     shuffle    PixelShuffle(r) of a binary upsampler stage (r^2 C x h x w -> C x rh x rw)
-    fp_conv    an FP conv (the last conv C -> 3 of the staged tails)
+    fp_conv    an FP conv (the last conv C -> 3 of the staged tails; the FP ``conv_hr`` C -> C
+               at the SR size)
+    leaky_relu LeakyReLU(0.1) of a C x h x w map (after ``conv_hr``, FP or binary)
     espcn      the one-stage tail: FP conv C -> 3 s^2 and PixelShuffle(s)
     image_skip the image-level skip  o + up(x): ``mode`` (nearest | bilinear | bicubic), ``s``,
                LR ``h``, ``w``, and ``at``: ``output`` (added to the tail's 3 x sH x sW output,
@@ -22,8 +26,11 @@ network that ``space.builder.build(spec)`` makes (N = 1, LR input ``3 x H x W``,
                holds the conv and the shuffle)
     output     de-normalisation  o / k + mean  at 3 x sH x sW (``"mean": false``: o / k only)
 
-Keys of specs without the newer fields (``input_mean = "div2k"``, ``image_skip = "none"``) are
-exactly the keys of before, so a stored table stays valid for them.
+Keys of specs without the newer fields (``input_mean = "div2k"``, ``image_skip = "none"``,
+``head_act``, ``tail_conv_hr``, ``tail_stages`` at their defaults) are exactly the keys of
+before, so a stored table stays valid for them. ``tail_stages = "one"`` needs no new kind: its
+stage is an ``fp_stage`` / ``bconv`` + ``shuffle`` with ``r = s``; a binary ``conv_hr`` is a
+``bconv`` C -> C at the SR size.
 
 A ``bconv`` key holds only what changes the work of the packed runtime (``conv_work``):
 
@@ -47,9 +54,10 @@ scale), ``bias`` and ``norm`` (fold into the epilogue's scale and bias), and the
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 from ops.choices import TRAINING_ONLY
+from space.layout import image_skip_at, layout
 
 #: choices that only change the folded constants of the packed runtime's epilogue.
 FOLDED = frozenset({"weight_scale", "bias", "norm"})
@@ -108,51 +116,53 @@ def conv_choices(key: Mapping[str, Any]) -> Tuple[Dict[str, Any], int]:
     return choices, history
 
 
-def _stages(scale: int) -> Tuple[int, ...]:
-    return (2, 2) if scale == 4 else (scale,)
+def _head(u: Any) -> Key:
+    key = {"kind": "head", "head": u.head, "out": u.out_ch, "h": u.h, "w": u.w}
+    if not u.mean:
+        key["mean"] = False
+    if u.act != "none":
+        key["act"] = u.act
+    return key
+
+
+def _output(u: Any) -> Key:
+    return {"kind": "output", "h": u.h, "w": u.w, **({} if u.mean else {"mean": False})}
+
+
+#: unit kind (``space.layout.UNIT_KINDS``) -> its key
+UNIT_KEYS: Dict[str, Callable[[Any], Key]] = {
+    "head": _head,
+    "bconv": lambda u: conv_work(u.layer, u.in_ch, u.out_ch, u.kernel, u.h, u.w, u.position),
+    "fp_block": lambda u: {"kind": "fp_block", "c": u.channels, "h": u.h, "w": u.w,
+                           "residual": u.residual},
+    "add": lambda u: {"kind": "add", "c": u.channels, "h": u.h, "w": u.w},
+    "fp_stage": lambda u: {"kind": "fp_stage", "c": u.channels, "r": u.r, "h": u.h, "w": u.w},
+    "shuffle": lambda u: {"kind": "shuffle", "c": u.channels, "r": u.r, "h": u.h, "w": u.w},
+    "fp_conv": lambda u: {"kind": "fp_conv", "in": u.in_ch, "out": u.out_ch, "k": u.kernel,
+                          "h": u.h, "w": u.w},
+    "leaky_relu": lambda u: {"kind": "leaky_relu", "c": u.channels, "h": u.h, "w": u.w},
+    "espcn": lambda u: {"kind": "espcn", "c": u.channels, "s": u.s, "h": u.h, "w": u.w},
+    "image_skip": lambda u: {"kind": "image_skip", "mode": u.mode, "at": u.at, "s": u.s,
+                             "h": u.h, "w": u.w},
+    "output": _output,
+}
+
+
+def unit_key(unit: Any) -> Key:
+    """The key of one unit of ``space.layout.layout(spec, input_size)``."""
+    return UNIT_KEYS[unit.kind](unit)
 
 
 def decompose(spec: Any, input_size: Tuple[int, int, int]) -> List[Key]:
-    """The key dicts of every timed unit of ``spec`` at LR input ``input_size`` (see above)."""
+    """The key dicts of every timed unit of ``spec`` at LR input ``input_size`` (see above):
+    the ``overhead`` of one call, then one key per unit of ``space.layout.layout``."""
     _, H, W = input_size
-    C, s = spec.channels, spec.scale
-    no_mean = {"mean": False} if getattr(spec, "input_mean", "div2k") == "none" else {}
-    keys: List[Key] = [{"kind": "overhead", "h": H, "w": W}]
-    keys.append({"kind": "head", "head": spec.head, "out": C, "h": H, "w": W, **no_mean})
-    add = {"kind": "add", "c": C, "h": H, "w": W}
-    for b in range(spec.blocks):
-        if spec.body == "fp":
-            keys.append({"kind": "fp_block", "c": C, "h": H, "w": W,
-                         "residual": spec.block_residual})
-            continue
-        for pos, layer in enumerate(spec.block_layers(b)):
-            keys.append(conv_work(layer, C, C, 3, H, W, pos))
-        if spec.block_residual:
-            keys.append(dict(add))
-    if spec.global_skip:
-        keys.append(dict(add))
-    h, w = H, W
-    if spec.tail == "fp_one_stage":
-        keys.append({"kind": "espcn", "c": C, "s": s, "h": H, "w": W})
-    else:
-        for j, r in enumerate(_stages(s)):
-            if spec.tail == "fp_two_stage":
-                keys.append({"kind": "fp_stage", "c": C, "r": r, "h": h, "w": w})
-            else:
-                keys.append(conv_work(spec.tail_layers[j], C, r * r * C, 3, h, w, 0))
-                keys.append({"kind": "shuffle", "c": C, "r": r, "h": h, "w": w})
-            h, w = h * r, w * r
-        keys.append({"kind": "fp_conv", "in": C, "out": 3, "k": 3, "h": h, "w": w})
-    skip = image_skip_key(getattr(spec, "image_skip", "none"), spec.tail, s, H, W)
-    if skip is not None:
-        keys.append(skip)
-    keys.append({"kind": "output", "h": s * H, "w": s * W, **no_mean})
-    return keys
+    return [{"kind": "overhead", "h": H, "w": W}] + [unit_key(u) for u in layout(spec, input_size)]
 
 
 def image_skip_key(mode: str, tail: str, scale: int, h: int, w: int) -> "Key | None":
     """The ``image_skip`` key of ``mode`` on ``tail`` at LR ``h x w`` (None for mode none)."""
     if mode == "none":
         return None
-    at = "pre_shuffle" if mode == "nearest" and tail == "fp_one_stage" else "output"
-    return {"kind": "image_skip", "mode": mode, "at": at, "s": scale, "h": h, "w": w}
+    return {"kind": "image_skip", "mode": mode, "at": image_skip_at(mode, tail), "s": scale,
+            "h": h, "w": w}

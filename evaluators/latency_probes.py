@@ -20,8 +20,11 @@ input once and every layer keeps that order), no autograd. So the sum of the uni
   and the runtime's final NCHW copy of the SR image;
 * ``image_skip``: the builder's ``ImageSkip`` (``o + up(x)``, or for ``at = pre_shuffle`` the
   pre-shuffle ``3 s^2 x H x W`` tensor plus the channel-repeated image) on channels-last inputs;
-* the other FP units (``head``, ``add``, ``fp_block``, ``fp_stage``, ``shuffle``, ``fp_conv``,
-  ``espcn``): the builder's modules in eval mode under ``torch.no_grad()``.
+* the other FP units (``head`` with its ``head_act``, ``add``, ``fp_block``, ``fp_stage`` at
+  any ``r`` (also the one-stage ``r = s``), ``shuffle``, ``fp_conv`` (also the FP ``conv_hr``
+  C -> C), ``leaky_relu``, ``espcn``): the builder's modules (``HEADS`` / ``HEAD_ACTS``,
+  ``FPBlock``, ``TAIL_UNITS`` of a ``space.layout`` unit) in eval mode under
+  ``torch.no_grad()``.
 """
 from __future__ import annotations
 
@@ -130,19 +133,22 @@ def _spec(scale: int, channels: int, tail: str):
 
 
 class _Head(nn.Module):
-    def __init__(self, head: str, channels: int, subtract_mean: bool = True):
+    def __init__(self, head: str, channels: int, subtract_mean: bool = True, act: str = "none"):
         super().__init__()
-        from space.builder import HEADS, RGB_MEAN
+        from space.builder import HEAD_ACTS, HEADS, RGB_MEAN
 
         self.head = HEADS[head](channels)
+        self.act = HEAD_ACTS[act]()  # None for "none": the probe of before
         self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1))
         self.k = 1.0
         self.subtract_mean = subtract_mean
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.subtract_mean:
-            return self.head((x - self.mean) * self.k)
-        return self.head(x * self.k)
+            y = self.head((x - self.mean) * self.k)
+        else:
+            y = self.head(x * self.k)
+        return y if self.act is None else self.act(y)
 
 
 class _Output(nn.Module):
@@ -175,12 +181,21 @@ class _Add(nn.Module):
         return a + b
 
 
+def _tail_unit(unit: Any) -> nn.Module:
+    """The builder's modules of one tail unit of ``space.layout`` (``builder.TAIL_UNITS``)."""
+    from space.builder import TAIL_UNITS
+
+    return nn.Sequential(*TAIL_UNITS[unit.kind](unit))
+
+
 def _fp(key: Mapping[str, Any], threads: int) -> Probe:
+    from space import layout as L
     from space.builder import TAILS, FPBlock
 
     kind, h, w = key["kind"], key["h"], key["w"]
     if kind == "head":
-        return _no_grad(_Head(key["head"], key["out"], key.get("mean", True)), _input(3, h, w))
+        return _no_grad(_Head(key["head"], key["out"], key.get("mean", True),
+                              key.get("act", "none")), _input(3, h, w))
     if kind == "output":
         return _no_grad(_Output(key.get("mean", True)), _input(3, h, w))
     if kind == "image_skip":
@@ -189,9 +204,12 @@ def _fp(key: Mapping[str, Any], threads: int) -> Probe:
         return _no_grad(_Add(), _input(key["c"], h, w), _input(key["c"], h, w, seed=1))
     if kind == "fp_block":
         return _no_grad(FPBlock(key["c"], key["residual"]), _input(key["c"], h, w))
-    if kind == "fp_stage":  # the first stage (conv, PixelShuffle, LeakyReLU) of the SRResNet tail
-        tail = TAILS["fp_two_stage"](_spec(key["r"], key["c"], "fp_two_stage"))
-        return _no_grad(nn.Sequential(*list(tail)[:3]), _input(key["c"], h, w))
+    if kind == "fp_stage":  # one stage (conv C -> r^2 C, PixelShuffle, LeakyReLU), any r
+        unit = L.FPStageUnit(0, key["r"], key["c"], h, w)
+        return _no_grad(_tail_unit(unit), _input(key["c"], h, w))
+    if kind == "leaky_relu":
+        unit = L.LeakyReLUUnit("conv_hr", key["c"], L.LEAKY_SLOPE, h, w)
+        return _no_grad(_tail_unit(unit), _input(key["c"], h, w))
     if kind == "shuffle":
         r = key["r"]
         return _no_grad(nn.PixelShuffle(r), _input(r * r * key["c"], h, w))
@@ -207,7 +225,7 @@ def _fp(key: Mapping[str, Any], threads: int) -> Probe:
 PROBES: Dict[str, Callable[[Mapping[str, Any], int], Probe]] = {
     "bconv": _bconv, "overhead": _overhead,
     **{k: _fp for k in ("head", "output", "add", "fp_block", "fp_stage", "shuffle", "fp_conv",
-                        "espcn", "image_skip")},
+                        "leaky_relu", "espcn", "image_skip")},
 }
 
 

@@ -8,6 +8,7 @@ The model maps an RGB batch ``(N, 3, H, W)`` with values in [0, 1] to ``(N, 3, s
                                      off, E2FIF's code: 255 with m = MEAN, BBCU: 130 with m = 0)
     x  = (rgb - m) * k               (m = 0: x = rgb * k, no subtraction is run)
     h  = head(x)                     FP conv 3 -> C, 3x3 (conv3) or 5x5 (conv5), 'same' padding
+    h  = LeakyReLU_0.1(h)            if head_act == "leaky_relu" (module ``model.head_act``)
     y  = body(h)                     `blocks` blocks (binary: ops.BinaryBlock; fp: conv-ReLU-conv)
     y  = y + h       if global_skip
     o  = tail(y)                     see TAILS
@@ -27,25 +28,30 @@ Input normalisation is the model's business, so every caller feeds plain [0, 1] 
 ``k = 130`` (BBCU's residual alignment) the FP residual stream carries values ~130x larger than
 a binary conv's output, so the FP paths dominate, as the BBCU paper intends.
 
-Heads, bodies and tails are built from string-keyed factory tables (``HEADS``, ``BODIES``,
-``TAILS``, timm style): assembling code says which kind, never which class. The spec is
-attached as ``model.spec``.
+Every part is made from the units of ``space.layout.layout(spec)`` (the one description of the
+network that ``evaluators.cost`` and ``evaluators.latency_keys`` also read), through
+string-keyed factory tables (``HEADS``, ``HEAD_ACTS``, ``TAIL_UNITS`` per tail unit kind,
+``TAILS``, timm style): assembling code says which kind, never which class. Module names and
+parameter names of specs without the newer fields are those of before (checkpoints load). The
+spec is attached as ``model.spec``.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Callable, Dict, List, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ops import BinaryBlock, BinaryConv2d
-from space.spec import ArchSpec, upsample_stages
+from space import layout as L
+from space.spec import ArchSpec
 
 #: DIV2K training-set RGB mean (EDSR, Lim et al. CVPRW 2017; BasicSR's default ``rgb_mean``).
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
-#: slope of the LeakyReLU after each FP upsampling stage (MSRResNet in BasicSR uses 0.1).
-TAIL_LEAKY_SLOPE = 0.1
+#: slope of the LeakyReLU after each FP upsampling stage (MSRResNet in BasicSR uses 0.1), after
+#: the head (``head_act``) and after ``conv_hr`` (``tail_conv_hr``).
+TAIL_LEAKY_SLOPE = L.LEAKY_SLOPE
 
 
 def _conv(cin: int, cout: int, k: int) -> nn.Conv2d:
@@ -57,9 +63,14 @@ HEADS: Dict[str, Callable[[int], nn.Module]] = {
     "conv3": lambda c: _conv(3, c, 3),
     "conv5": lambda c: _conv(3, c, 5),
 }
+#: head activations (``spec.head_act``): None = no module
+HEAD_ACTS: Dict[str, Callable[[], "nn.Module | None"]] = {
+    "none": lambda: None,
+    "leaky_relu": lambda: nn.LeakyReLU(L.LEAKY_SLOPE),
+}
 
 
-# -- bodies: spec -> module C -> C ------------------------------------------------------
+# -- bodies -----------------------------------------------------------------------------
 class FPBlock(nn.Module):
     """MSRResNet block: conv3 -> ReLU -> conv3 (+ x when ``residual``)."""
 
@@ -74,52 +85,69 @@ class FPBlock(nn.Module):
         return out + x if self.residual else out
 
 
-def _binary_body(spec: ArchSpec) -> nn.Module:
-    return nn.Sequential(*(
-        BinaryBlock(spec.channels, [layer.to_dict() for layer in spec.block_layers(b)],
-                    kernel_size=3, residual=spec.block_residual)
-        for b in range(spec.blocks)
-    ))
+def _body_modules(units: Sequence[L.Unit]) -> List[nn.Module]:
+    """One module per body block, in order: ``FPBlock`` per ``FPBlockUnit``; ``BinaryBlock``
+    of the ``BinaryConvUnit``s (role body) of each block, with ``residual`` when an
+    ``AddUnit(block_residual)`` of that block follows them."""
+    residual = {u.block for u in units if u.kind == "add" and u.role == "block_residual"}
+    blocks: Dict[int, List[L.BinaryConvUnit]] = {}
+    mods: List[nn.Module] = []
+    for u in units:
+        if u.kind == "fp_block":
+            mods.append(FPBlock(u.channels, u.residual))
+        elif u.kind == "bconv" and u.role == "body":
+            blocks.setdefault(u.block, []).append(u)
+    for b, convs in blocks.items():
+        mods.append(BinaryBlock(convs[0].in_ch, [c.layer.to_dict() for c in convs],
+                                kernel_size=convs[0].kernel, residual=b in residual))
+    return mods
 
 
-def _fp_body(spec: ArchSpec) -> nn.Module:
-    return nn.Sequential(*(FPBlock(spec.channels, spec.block_residual)
-                           for _ in range(spec.blocks)))
+# -- tails: one factory per tail unit kind (unit -> modules, in order) --------------------
+def _fp_stage(u: L.FPStageUnit) -> List[nn.Module]:
+    c, r = u.channels, u.r
+    return [_conv(c, r * r * c, L.KERNEL), nn.PixelShuffle(r), nn.LeakyReLU(L.LEAKY_SLOPE)]
 
 
-BODIES: Dict[str, Callable[[ArchSpec], nn.Module]] = {"binary": _binary_body, "fp": _fp_body}
+TAIL_UNITS: Dict[str, Callable[[L.Unit], List[nn.Module]]] = {
+    "fp_stage": _fp_stage,
+    "bconv": lambda u: [BinaryConv2d(u.in_ch, u.out_ch, u.kernel, **u.layer.to_dict())],
+    "shuffle": lambda u: [nn.PixelShuffle(u.r)],
+    "fp_conv": lambda u: [_conv(u.in_ch, u.out_ch, u.kernel)],
+    "leaky_relu": lambda u: [nn.LeakyReLU(u.slope)],
+    "espcn": lambda u: [_conv(u.channels, 3 * u.s * u.s, L.KERNEL), nn.PixelShuffle(u.s)],
+}
+_TAIL_ROLES = ("tail", "conv_hr")
 
 
-# -- tails: spec -> module C x H x W -> 3 x sH x sW -------------------------------------
-def _fp_two_stage(spec: ArchSpec) -> nn.Module:
-    """SRResNet upsampler: (conv C -> r^2 C, PixelShuffle(r), LeakyReLU) per stage, conv C -> 3."""
-    c, mods = spec.channels, []
-    for r in upsample_stages(spec.scale):
-        mods += [_conv(c, r * r * c, 3), nn.PixelShuffle(r), nn.LeakyReLU(TAIL_LEAKY_SLOPE)]
-    mods.append(_conv(c, 3, 3))
+def _is_tail(u: L.Unit) -> bool:
+    if u.kind == "bconv":
+        return u.role in _TAIL_ROLES
+    return u.kind in TAIL_UNITS
+
+
+def tail_of(spec: ArchSpec) -> nn.Sequential:
+    """The tail of ``spec``: the modules of its tail units (``space.layout``) in order::
+
+        fp_two_stage   (conv C -> r^2 C, PixelShuffle(r), LeakyReLU) per stage,
+                       [conv_hr C -> C (FP conv or BinaryConv2d), LeakyReLU], conv C -> 3
+        fp_one_stage   conv C -> 3 s^2, PixelShuffle(s)                            (ESPCN)
+        binary_repeat  (BinaryConv2d C -> r^2 C from tail_layers[j], PixelShuffle(r)) per
+                       stage (its fp skip adds the input repeated r^2 times),
+                       [conv_hr, LeakyReLU], conv C -> 3                           (E2FIF/BBCU)
+    """
+    mods: List[nn.Module] = []
+    for u in L.layout(spec):
+        if _is_tail(u):
+            mods += TAIL_UNITS[u.kind](u)
     return nn.Sequential(*mods)
 
 
-def _fp_one_stage(spec: ArchSpec) -> nn.Module:
-    """ESPCN upsampler: conv C -> 3 s^2, PixelShuffle(s)."""
-    s = spec.scale
-    return nn.Sequential(_conv(spec.channels, 3 * s * s, 3), nn.PixelShuffle(s))
-
-
-def _binary_repeat(spec: ArchSpec) -> nn.Module:
-    """E2FIF/BBCU upsampler: (binary conv C -> r^2 C from tail_layers[j], PixelShuffle(r)) per
-    stage (its fp skip adds the input repeated r^2 times), then an FP conv C -> 3."""
-    c, mods = spec.channels, []
-    for layer, r in zip(spec.tail_layers, upsample_stages(spec.scale)):
-        mods += [BinaryConv2d(c, r * r * c, 3, **layer.to_dict()), nn.PixelShuffle(r)]
-    mods.append(_conv(c, 3, 3))
-    return nn.Sequential(*mods)
-
-
+#: tail kind -> factory (every kind reads its units from the layout)
 TAILS: Dict[str, Callable[[ArchSpec], nn.Module]] = {
-    "fp_two_stage": _fp_two_stage,
-    "fp_one_stage": _fp_one_stage,
-    "binary_repeat": _binary_repeat,
+    "fp_two_stage": tail_of,
+    "fp_one_stage": tail_of,
+    "binary_repeat": tail_of,
 }
 
 
@@ -158,25 +186,37 @@ class ImageSkip(nn.Module):
 
 def image_skip_of(spec: ArchSpec) -> "ImageSkip | None":
     """The ``ImageSkip`` of ``spec`` (None for ``image_skip = "none"``)."""
-    if spec.image_skip == "none":
-        return None
-    pre = spec.image_skip == "nearest" and spec.tail == "fp_one_stage"
-    return ImageSkip(spec.image_skip, spec.scale, pre_shuffle=pre)
+    units = [u for u in L.layout(spec) if u.kind == "image_skip"]
+    return image_skip_module(units[0]) if units else None
+
+
+def image_skip_module(u: L.ImageSkipUnit) -> ImageSkip:
+    """The ``ImageSkip`` module of a layout unit."""
+    return ImageSkip(u.mode, u.s, pre_shuffle=u.at == "pre_shuffle")
 
 
 class SRNetwork(nn.Module):
-    """Head, body, optional global skip, tail, with the input normalisation of the module doc."""
+    """Head, body, optional global skip, tail, with the input normalisation of the module doc;
+    every part is made from the units of ``space.layout.layout(spec)``."""
 
     def __init__(self, spec: ArchSpec):
         super().__init__()
         self.spec = spec
+        units = L.layout(spec)
+        head = units[0]
+        assert head.kind == "head" and units[-1].kind == "output"
         self.register_buffer("rgb_mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.subtract_mean = spec.input_mean == "div2k"
-        self.residual_alignment = spec.residual_alignment
-        self.head = HEADS[spec.head](spec.channels)
-        self.body = BODIES[spec.body](spec)
+        self.subtract_mean = head.mean
+        self.residual_alignment = head.k
+        self.head = HEADS[head.head](head.out_ch)
+        act = HEAD_ACTS[head.act]()
+        if act is not None:  # only then an attribute: older models keep their module tree
+            self.head_act = act
+        self.body = nn.Sequential(*_body_modules(units))
+        self.global_skip = any(u.kind == "add" and u.role == "global_skip" for u in units)
         self.tail = TAILS[spec.tail](spec)
-        self.image_skip = image_skip_of(spec)
+        skips = [u for u in units if u.kind == "image_skip"]
+        self.image_skip = image_skip_module(skips[0]) if skips else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
@@ -188,8 +228,10 @@ class SRNetwork(nn.Module):
         else:
             x = x * k
         h = self.head(x)
+        if hasattr(self, "head_act"):
+            h = self.head_act(h)
         y = self.body(h)
-        if self.spec.global_skip:
+        if self.global_skip:
             y = y + h
         skip = self.image_skip
         if skip is None:

@@ -13,10 +13,12 @@ The network it describes (built by ``space.builder``; counted by ``evaluators.co
     k  = residual_alignment                         # the input scale k
     x  = (rgb - m) * k                              # input normalisation
     h  = head(x)                                    # one FP conv 3 -> C, k = 3 (conv3) or 5 (conv5)
+    h  = LeakyReLU_0.1(h)      if head_act == "leaky_relu"
     y  = body(h)                                    # `blocks` blocks, 2 convs each:
                                                     #   z = conv2(conv1(z)) (+ z if block_residual)
     y  = y + h                 if global_skip       # long skip (SRResNet / E2FIF)
-    o  = tail(y)                                    # upsampler -> 3 x (s H) x (s W)
+    o  = tail(y)                                    # upsampler -> 3 x (s H) x (s W) (stages,
+                                                    #   [conv_hr + LeakyReLU], conv C -> 3)
     o  = o + up(x)             if image_skip != none  # image-level skip, on the normalised x
     sr = o / k + m
 
@@ -50,9 +52,29 @@ Input normalisation (``input_mean``, ``residual_alignment``):
 * ``bicubic``   the same with ``mode="bicubic"`` (PyTorch's cubic kernel, a = -0.75; not MATLAB's
   antialiased imresize).
 
-Fields added after the first release (``input_mean``, ``image_skip``) are left out of
-``to_dict`` / the canonical JSON while they hold their defaults, so every spec that existed
-before keeps its JSON and its id; a spec JSON without them loads with the defaults.
+Head and tail options of the published designs (``docs/reference_designs.md``):
+
+* ``head_act``: ``none`` (default) | ``leaky_relu``: ``h = LeakyReLU_0.1(conv(x))`` (BBCU,
+  MSRResNet apply it after the FP head conv). The global skip adds this ``h``.
+* ``tail_conv_hr``: ``none`` (default) | ``fp`` | ``binary``: one more conv C -> C at the SR
+  size, before the final FP conv C -> 3 of the staged tails (``fp_two_stage``,
+  ``binary_repeat``), followed by LeakyReLU(0.1) (BasicSR's / BBCU's ``conv_hr``):
+  ``fp`` = FP 3x3 conv with bias (BBCU-L, MSRResNet); ``binary`` = a binary 3x3 conv C -> C
+  configured by the *last* entry of ``tail_layers`` (BBCU-M; its ``skip = "fp"`` adds its
+  input). ``fp_one_stage`` has no final conv C -> 3, so it allows only ``none``.
+* ``tail_stages``: ``staged`` (default) | ``one``: the PixelShuffle factors of the staged
+  tails, ``staged`` = (2,) x2, (3,) x3, (2, 2) x4; ``one`` = (s,) at every scale (E2FIF's
+  repeat-tail ``UpSamper``: one conv C -> 16 C and PixelShuffle(4) at x4). At x2 and x3 both
+  values build the same network (same modules, cost and latency keys) under two ids: the
+  value is kept as given so that ``replace(scale=4)`` keeps the intent. ``fp_one_stage`` is one
+  stage by definition and allows only ``staged`` (the default).
+  A field rather than a new tail kind: the stage layout is independent of what a stage holds
+  (binary or FP), so one field serves both staged tails without a kind per combination.
+
+Fields added after the first release (``input_mean``, ``image_skip``, ``head_act``,
+``tail_conv_hr``, ``tail_stages``) are left out of ``to_dict`` / the canonical JSON while they
+hold their defaults, so every spec that existed before keeps its JSON and its id; a spec JSON
+without them loads with the defaults.
 
 ``body = "binary"``: every body conv is a binary conv configured by one ``LayerSpec``
 (``layers[2 b]`` and ``layers[2 b + 1]`` are the two convs of block ``b``).
@@ -68,6 +90,10 @@ block-level skip; designs with an FP skip over every conv (E2FIF, BBCU) turn it 
 * ``binary_repeat`` E2FIF/BBCU: per stage (same r as above) a binary conv C -> r^2 C configured by
   ``tail_layers[j]`` (its ``skip = "fp"`` adds the input repeated r^2 times along channels) +
   PixelShuffle(r); then an FP conv C -> 3.
+
+``tail_layers`` holds, in order, one LayerSpec per binary upsampler stage (``binary_repeat``)
+and then one for a binary ``conv_hr`` (``tail_conv_count``). The units each field builds are
+listed by ``space.layout.layout(spec)``.
 """
 from __future__ import annotations
 
@@ -87,21 +113,34 @@ TAILS = ("fp_two_stage", "fp_one_stage", "binary_repeat")
 BODIES = ("binary", "fp")
 INPUT_MEANS = ("div2k", "none")
 IMAGE_SKIPS = ("none", "nearest", "bilinear", "bicubic")
+HEAD_ACTS = ("none", "leaky_relu")
+TAIL_CONV_HRS = ("none", "fp", "binary")
+TAIL_STAGES = ("staged", "one")
+#: tails that end with an FP conv C -> 3 after their stages (the ones tail_conv_hr and
+#: tail_stages apply to)
+STAGED_TAILS = ("fp_two_stage", "binary_repeat")
 #: fields left out of ``to_dict`` (and so of the id) while they hold their default value
-OMIT_AT_DEFAULT = {"input_mean": "div2k", "image_skip": "none"}
+OMIT_AT_DEFAULT = {"input_mean": "div2k", "image_skip": "none", "head_act": "none",
+                   "tail_conv_hr": "none", "tail_stages": "staged"}
 CONVS_PER_BLOCK = 2
 
 
-def upsample_stages(scale: int) -> Tuple[int, ...]:
-    """PixelShuffle factors of a staged upsampler: x2 -> (2,), x3 -> (3,), x4 -> (2, 2)."""
+def upsample_stages(scale: int, tail_stages: str = "staged") -> Tuple[int, ...]:
+    """PixelShuffle factors of a staged upsampler: ``staged``: x2 -> (2,), x3 -> (3,),
+    x4 -> (2, 2); ``one``: (scale,)."""
     if scale not in SCALES:
         raise ValueError(f"invalid scale {scale!r}; allowed values: {list(SCALES)}")
-    return (2, 2) if scale == 4 else (scale,)
+    if tail_stages not in TAIL_STAGES:
+        raise ValueError(f"invalid tail_stages {tail_stages!r}; allowed: {list(TAIL_STAGES)}")
+    return (2, 2) if scale == 4 and tail_stages == "staged" else (scale,)
 
 
-def tail_conv_count(tail: str, scale: int) -> int:
-    """Number of binary convs of a tail: one per stage for ``binary_repeat``, 0 for FP tails."""
-    return len(upsample_stages(scale)) if tail == "binary_repeat" else 0
+def tail_conv_count(tail: str, scale: int, tail_stages: str = "staged",
+                    tail_conv_hr: str = "none") -> int:
+    """Number of binary convs of a tail (the length of ``tail_layers``): one per stage for
+    ``binary_repeat`` (0 for FP tails), plus one for ``tail_conv_hr = "binary"``."""
+    stages = len(upsample_stages(scale, tail_stages)) if tail == "binary_repeat" else 0
+    return stages + (1 if tail_conv_hr == "binary" else 0)
 
 
 def _d(name: str) -> Any:
@@ -185,6 +224,9 @@ class ArchSpec:
     residual_alignment: float = 1.0
     input_mean: str = "div2k"
     image_skip: str = "none"
+    head_act: str = "none"
+    tail_conv_hr: str = "none"
+    tail_stages: str = "staged"
     layers: Tuple[LayerSpec, ...] = field(default=())
     tail_layers: Tuple[LayerSpec, ...] = field(default=())
 
@@ -210,6 +252,18 @@ class ArchSpec:
                f"{list(INPUT_MEANS)}")
         _check("image_skip", self.image_skip, self.image_skip in IMAGE_SKIPS,
                f"{list(IMAGE_SKIPS)}")
+        _check("head_act", self.head_act, self.head_act in HEAD_ACTS, f"{list(HEAD_ACTS)}")
+        _check("tail_conv_hr", self.tail_conv_hr, self.tail_conv_hr in TAIL_CONV_HRS,
+               f"{list(TAIL_CONV_HRS)}")
+        _check("tail_stages", self.tail_stages, self.tail_stages in TAIL_STAGES,
+               f"{list(TAIL_STAGES)}")
+        if self.tail not in STAGED_TAILS:
+            _check("tail_conv_hr", self.tail_conv_hr, self.tail_conv_hr == "none",
+                   f"['none'] with tail {self.tail!r} (it has no final conv C -> 3); "
+                   f"{list(TAIL_CONV_HRS)} with tail {list(STAGED_TAILS)}")
+            _check("tail_stages", self.tail_stages, self.tail_stages == "staged",
+                   f"['staged'] with tail {self.tail!r} (always one stage); "
+                   f"{list(TAIL_STAGES)} with tail {list(STAGED_TAILS)}")
         for name in ("layers", "tail_layers"):
             seq = getattr(self, name)
             if isinstance(seq, list):
@@ -225,11 +279,14 @@ class ArchSpec:
                 f"invalid layers: {len(self.layers)} LayerSpecs given; body={self.body!r} with "
                 f"blocks={self.blocks} needs exactly {want} (2 binary convs per block, 0 for fp)"
             )
-        want_tail = tail_conv_count(self.tail, self.scale)
+        want_tail = tail_conv_count(self.tail, self.scale, self.tail_stages, self.tail_conv_hr)
         if len(self.tail_layers) != want_tail:
+            extra = (f", tail_stages={self.tail_stages!r}" if self.tail_stages != "staged" else "")
+            extra += (f", tail_conv_hr={self.tail_conv_hr!r}" if self.tail_conv_hr != "none" else "")
             raise ValueError(
                 f"invalid tail_layers: {len(self.tail_layers)} LayerSpecs given; tail={self.tail!r} "
-                f"at scale {self.scale} needs exactly {want_tail} (one per binary upsampler stage)"
+                f"at scale {self.scale}{extra} needs exactly {want_tail} (one per binary "
+                f"upsampler stage, then one for tail_conv_hr='binary')"
             )
 
     # -- serialisation -------------------------------------------------------------------
@@ -314,6 +371,7 @@ def uniform(scale: int, channels: int, blocks: int, layer: LayerSpec = LayerSpec
     body = arch.get("body", "binary")
     tail = arch.get("tail", "fp_two_stage")
     n = blocks * CONVS_PER_BLOCK if body == "binary" else 0
+    n_tail = tail_conv_count(tail, scale, arch.get("tail_stages", "staged"),
+                             arch.get("tail_conv_hr", "none"))
     return ArchSpec(scale=scale, channels=channels, blocks=blocks,
-                    layers=(layer,) * n,
-                    tail_layers=(tail_layer,) * tail_conv_count(tail, scale), **arch)
+                    layers=(layer,) * n, tail_layers=(tail_layer,) * n_tail, **arch)
