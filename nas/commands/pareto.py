@@ -77,6 +77,12 @@ def run(args) -> int:
     outputs.refresh_board(run, cost_key, study, recs, members, samples=not args.no_samples,
                           title=cfg.get("name"), data_root=root, reference=ref, skipped=skipped)
     print(f"files: {run.file('pareto.json')}, pareto.csv, pareto.png")
+    from nas.search import front_dirs
+
+    others = [d for d in front_dirs(run.path) if os.path.abspath(d) != run.path]
+    if others:
+        print("separate fronts (other proxy settings, started with --new-front) in this folder: "
+              + ", ".join(others) + "; run bsrnas pareto on one of them to see its front")
     if args.pick is not None:
         chosen, text = picked_spec(args.run_dir, args.pick)
         path = run.file("picked.json")

@@ -228,3 +228,14 @@ def test_engines_tag_a_trial_as_soon_as_it_is_asked(tmp_path):
 
     run_optuna(s.engine_context())
     assert seen and all(seen), seen
+
+
+def test_pareto_names_the_separate_fronts(tmp_path, capsys):
+    cfg = make_cfg(tmp_path, engine__trials=2)
+    search.run(cfg, progress=False, **components())
+    search.run(make_cfg(tmp_path, engine__trials=1, evaluator__steps=7), new_front=True, progress=False,
+               **components())
+    capsys.readouterr()
+    assert main(["pareto", cfg["run_dir"], "--no-samples"]) == 0
+    out = capsys.readouterr().out
+    assert "separate fronts" in out and os.path.join(os.path.abspath(cfg["run_dir"]), "front-2") in out
