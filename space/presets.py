@@ -1,14 +1,33 @@
 """The published binary-SR designs as fixed ``ArchSpec`` values (plus plain XNOR and full precision).
 
-``get(name, scale=4, channels=64, blocks=16)`` returns the design on the papers' SRResNet backbone
-(64 channels x 16 residual blocks, FP 3x3 head, global skip); smaller ``channels`` / ``blocks`` put
-the same per-layer recipe into a small search space (``SearchSpace.params_of`` then gives the params
-to ``study.enqueue_trial``). ``names()`` lists the presets.
+``get(name, scale=4, channels=64, blocks=16)`` returns the design at the papers' size (64 channels
+x 16 residual blocks); smaller ``channels`` / ``blocks`` put the same recipe into a small search
+space (``SearchSpace.params_of`` then gives the params to ``study.enqueue_trial``). ``names()``
+lists the presets.
 
-"Verified" below means checked against the authors' code or equations (see
-``docs/seed_methods.md``); "reconstructed" means only the abstract was available and the spec is
-the natural reading of it. Every binary conv of a body is one ``LayerSpec``; ``layers[2b]`` and
-``layers[2b + 1]`` are the two convs of residual block ``b``.
+Every preset follows ``docs/reference_designs.md`` (what the authors' code does, design by design).
+"Verified" below means read in the authors' own code (E2FIF: ``pppLang/E2FIF``; BBCU:
+``Zj-BinXia/BBCU``; MSRResNet: ``XPixelGroup/BasicSR``); "reconstructed" means only the abstract
+was available and the spec is our reading of it (EBSR/SCALES, LMB, BAM, Rectified-BSR). Every
+binary conv of a body is one ``LayerSpec``; ``layers[2b]`` and ``layers[2b + 1]`` are the two
+convs of residual block ``b``.
+
+Backbone of the reconstructed methods. The LMB, BAM and Rectified-BSR abstracts do not describe a
+backbone we could use, and the EBSR abstract only says it improves on SRResNet-E2FIF. So each of
+these presets is **its method on the E2FIF backbone at the authors' input scale** (k = 255 on
+``x - DIV2K mean``, FP one-stage tail, FP skip over every conv, BN after bias, ApproxSign): E2FIF is
+the only binary SRResNet with per-conv skips whose code we read, EBSR states itself as an E2FIF
+improvement, and the E2FIF code shows that k = 255 (not 1) is what makes that backbone train.
+The method-specific choice is then the only difference from ``e2fif``, so each paper's ablation is
+one field away (``benchmarks/presets.py`` runs those ablations).
+
+Not expressible in the spec (all presets): the authors' Y-channel-only training of E2FIF (our
+networks are RGB), BBCU's / MSRResNet's kaiming x 0.1 initialisation of the FP head and tail
+convs, and BBCU's detached weight scale alpha (ours is differentiable, ``weight_scale =
+channel_mean``).
+
+Renamed: ``ebsr_light`` is now ``ebsr`` (no alias: nothing in the configs names it), ``bbcu`` is
+split into ``bbcu_l`` and ``bbcu_m``.
 """
 from __future__ import annotations
 
@@ -16,143 +35,231 @@ from typing import Callable, Dict, List
 
 from space.spec import CONVS_PER_BLOCK, ArchSpec, LayerSpec, tail_conv_count
 
+#: E2FIF's input scale (``rgb_range = 255`` with ``MeanShift``) and BBCU's residual alignment
+E2FIF_K = 255.0
+BBCU_K = 130.0
+
+#: E2FIF's binary conv: Y = BN(sign(W) * sign(X) + b) + X, ApproxSign, identity weight STE,
+#: no weight scale, no threshold (the second conv of a block, and the repeat-tail's upsampler)
+E2FIF_LAYER = LayerSpec(act_estimator="approx_sign", weight_estimator="identity", bias=True,
+                        norm="bn", skip="fp")
+#: BBCU's binary conv: Y = RPReLU(alpha sign(W) * sign(X + b_c)) + X, no BN, no bias,
+#: ApproxSign, clipped weight STE
+BBCU_LAYER = LayerSpec(threshold="channel", weight_scale="channel_mean",
+                       act_estimator="approx_sign", weight_estimator="clip",
+                       nonlinearity="rprelu", nonlinearity_at="before_skip", skip="fp")
+
+
+def _first(layer: LayerSpec) -> LayerSpec:
+    """E2FIF's first conv of a block: the same conv, then LeakyReLU(0.1) after its skip."""
+    return layer.replace(nonlinearity="leaky_relu", nonlinearity_at="after_skip")
+
 
 def _spec(scale: int, channels: int, blocks: int, first: LayerSpec, second: LayerSpec,
-          tail: str, tail_layer: LayerSpec = LayerSpec(), block_residual: bool = False,
-          **arch) -> ArchSpec:
-    """SRResNet-shaped spec: every block is (first, second); binary tail convs use tail_layer.
-    The block-level residual is off unless asked for: the designs put an FP skip on every conv."""
+          tail: str, tail_layers=(), **arch) -> ArchSpec:
+    """Spec whose every block is (first, second); ``arch`` sets the other ArchSpec fields."""
     assert CONVS_PER_BLOCK == 2
-    return ArchSpec(scale=scale, channels=channels, blocks=blocks, head="conv3", tail=tail,
-                    global_skip=True, block_residual=block_residual,
-                    layers=(first, second) * blocks,
-                    tail_layers=(tail_layer,) * tail_conv_count(tail, scale), **arch)
+    arch.setdefault("head", "conv3")
+    return ArchSpec(scale=scale, channels=channels, blocks=blocks, tail=tail,
+                    layers=(first, second) * blocks, tail_layers=tuple(tail_layers), **arch)
+
+
+def _e2fif_backbone(scale: int, channels: int, blocks: int, layer: LayerSpec,
+                    first: LayerSpec = None) -> ArchSpec:
+    """E2FIF's default network with ``layer`` as every body conv (LeakyReLU after the first
+    conv's skip): k = 255 on x - DIV2K mean, FP 3x3 head, no block residual, global skip, FP
+    one-stage tail conv C -> 3 s^2 + PixelShuffle(s), no image skip."""
+    return _spec(scale, channels, blocks, _first(layer) if first is None else first, layer,
+                 "fp_one_stage", global_skip=True, block_residual=False,
+                 residual_alignment=E2FIF_K, input_mean="div2k", image_skip="none",
+                 head_act="none")
 
 
 def e2fif(scale: int, channels: int, blocks: int) -> ArchSpec:
     """E2FIF: Lang, Zhang & Wei, "E2FIF: Push the Limit of Binarized Deep Imagery Super-Resolution
-    Using End-to-End Full-Precision Information Flow", IEEE TIP 2023 (arXiv 2207.06893, 2022).
+    Using End-to-End Full-Precision Information Flow", IEEE TIP 2023 (arXiv 2207.06893), the
+    authors' default model (``model/edsr_e2fif.py``).
 
-    Verified (authors' code): every binary conv is Y = BN(sign(W) * sign(X) + b) + X with no weight
-    scale and no threshold shift; block: Z = BN(BC1(X)) + X, Z' = LeakyReLU_0.1(Z),
-    out = BN(BC2(Z')) + Z' (so the LeakyReLU sits after the skip of the first conv only); ApproxSign
-    activation gradient, identity weight STE; global long skip; binary upsampler with the
-    repeat-channel FP skip (``tail = binary_repeat``, its convs configured like BC2).
-    Reconstructed: BN + bias in the upsampler convs (we give them the body's BC2 recipe).
+    Verified (authors' code): input 255 (x - DIV2K mean) and /255 + mean at the end
+    (``residual_alignment = 255``, ``input_mean = div2k``); FP 3x3 head with bias, no activation;
+    every binary conv Y = BN(sign(W) * sign(X) + b) + X (bias, then BN, then the FP skip; no
+    weight scale, no threshold shift); block Z = BN(BC1(X)) + X, Z' = LeakyReLU_0.1(Z),
+    out = BN(BC2(Z')) + Z' (LeakyReLU after the first conv's skip only, no block residual);
+    ApproxSign activation gradient, identity weight STE; EDSR global skip; FP one-stage tail
+    conv C -> 3 s^2 + PixelShuffle(s) at every scale (``tail = fp_one_stage``); no image skip.
+    Not expressed: the authors train and test on the Y channel only; this preset is RGB.
+    sign(0) = 0 there, +1 here (immaterial).
     """
-    second = LayerSpec(act_estimator="approx_sign", bias=True, norm="bn", skip="fp")
-    first = second.replace(nonlinearity="leaky_relu", nonlinearity_at="after_skip")
-    return _spec(scale, channels, blocks, first, second, "binary_repeat", second)
+    return _e2fif_backbone(scale, channels, blocks, E2FIF_LAYER)
 
 
-def ebsr_light(scale: int, channels: int, blocks: int) -> ArchSpec:
-    """EBSR-light: Wei, Zhang, Liu, Li, Fan, Wang & Huang, "EBSR: Enhanced Binary Neural Network
-    for Image Super-Resolution", arXiv 2303.12270, 2023 (later titled SCALES).
+def e2fif_repeat(scale: int, channels: int, blocks: int) -> ArchSpec:
+    """E2FIF, the authors' repeat-tail variant (``model/edsr_repeattail.py``, ``UpSamper``).
 
-    Reconstructed (abstract): the E2FIF unit plus channel-wise shifting of the binarizer
-    (``threshold = channel``: sign(X - beta_c)) and both re-scalings after the conv (``rescale =
-    both``: a learnable per-channel gamma and an input-dependent spatial map). The light model is the
-    SRResNet-E2FIF backbone; the upsampler is E2FIF's binary one.
+    Verified (authors' code): the ``e2fif`` body and input scale, and a binary upsampler of one
+    stage at every scale (x4 too: ``tail_stages = one``): binary conv C -> s^2 C with bias, BN over
+    s^2 C channels, plus the input repeated s^2 times along channels (``tail = binary_repeat``,
+    its conv the body's BC2 recipe: ``skip = fp``, bias, BN, ApproxSign, no nonlinearity), then
+    PixelShuffle(s), then an FP 3x3 conv C -> 3 (no ``conv_hr``).
+    Not verified: which tail produced each number of the TIP paper (the test script evaluates
+    the FP-tail model, ``e2fif``).
+    At the ``benchmarks.presets`` budget (16 ch x 2 blocks, x2, 500 proxy steps) it stays just
+    short of bicubic - 1 dB on Set5 for seed 0 (32.59 / 32.92 / 32.72 dB, bicubic 33.67).
     """
     base = e2fif(scale, channels, blocks)
-    upd = dict(threshold="channel", rescale="both")
-    return base.replace(layers=tuple(layer.replace(**upd) for layer in base.layers),
-                        tail_layers=tuple(layer.replace(**upd) for layer in base.tail_layers))
+    n = tail_conv_count("binary_repeat", scale, "one", "none")
+    return base.replace(tail="binary_repeat", tail_stages="one", tail_layers=(E2FIF_LAYER,) * n)
+
+
+def ebsr(scale: int, channels: int, blocks: int) -> ArchSpec:
+    """EBSR / SCALES: Wei, Zhang, Liu, Li, Fan, Wang & Huang, "EBSR: Enhanced Binary Neural Network
+    for Image Super-Resolution", arXiv 2303.12270 v1, 2023; v2 (2025, Wei, Liu, Fan, Wang, Huang &
+    Li): "SCALES: Boost Binary Neural Network for Image Super-Resolution with Efficient Scalings".
+
+    Reconstructed (abstracts only; no method section or code was reachable): on every body conv of
+    the E2FIF backbone, channel-wise shifting of the binarizer (``threshold = channel``:
+    sign(X - beta_c)) and the three input-dependent re-scalings of SCALES, applied after BN so BN
+    cannot cancel them (``rescale = both``: layer-wise L(X), channel-wise G(X), spatial S(X), see
+    ``ops.rescale``). The backbone (``e2fif`` at k = 255 with its FP one-stage tail) is an
+    assumption: the abstract compares EBSR-light with SRResNet-E2FIF, which suggests but does not
+    state it. Replaces the former ``ebsr_light`` preset (no alias kept).
+    At the ``benchmarks.presets`` budget (16 ch x 2 blocks, x2, 500 proxy steps) it stays just
+    short of bicubic - 1 dB on Set5 for seed 0 (32.58 / 33.09 / 33.17 dB, bicubic 33.67).
+    """
+    return _e2fif_backbone(scale, channels, blocks,
+                           E2FIF_LAYER.replace(threshold="channel", rescale="both"))
 
 
 def lmb(scale: int, channels: int, blocks: int) -> ArchSpec:
-    """LMB, "local mean binarization" for binary SR networks (tested by its authors on VDSR and
-    SRResNet). Citation: the project's sources (``docs/seed_methods.md``) give the method from its
-    abstract only, without authors or venue, and we could not confirm them, so none is given here.
+    """LMB: "Local Means Binary Networks for Image Super-Resolution" (title from a bibliographic
+    listing that carries the seed abstract; authors and venue unconfirmed).
 
-    Reconstructed: every activation is binarized against the mean of its 3x3 neighbourhood in the
-    same channel (``threshold = local_mean``, ``threshold_kernel = 3``); weight gradient through the
-    IR-Net-style k*tanh(t*w) surrogate with t annealed (``weight_estimator = tanh_anneal``); the
-    rest is the binary SRResNet of the comparisons (per-channel weight scale, BN, FP skip over each
-    conv, FP upsampler).
+    Reconstructed (abstract only; no code found): every activation binarized against the mean of
+    its 3x3 neighbourhood in the same channel (``threshold = local_mean``, ``threshold_kernel =
+    3``; the box size and replicate padding are our reading of "the surroundings"); the
+    "gradient approximator ... for updating binary weights" as the IR-Net-style k tanh(t w)
+    surrogate with t annealed (``weight_estimator = tanh_anneal``, our reading of "adaptively").
+    The abstract reports tests on VDSR and SRResNet but describes no backbone: we put LMB on the
+    E2FIF backbone at k = 255 (module docstring); the per-conv FP skip, BN, bias, k and the FP
+    one-stage tail are E2FIF's, not LMB's stated design.
     """
-    layer = LayerSpec(threshold="local_mean", threshold_kernel=3, weight_estimator="tanh_anneal",
-                      weight_scale="channel_mean", norm="bn", skip="fp")
-    return _spec(scale, channels, blocks, layer.replace(nonlinearity="leaky_relu"), layer,
-                 "fp_two_stage")
+    return _e2fif_backbone(scale, channels, blocks,
+                           E2FIF_LAYER.replace(threshold="local_mean", threshold_kernel=3,
+                                               weight_estimator="tanh_anneal"))
 
 
 def bam(scale: int, channels: int, blocks: int) -> ArchSpec:
     """BAM: Xin, Wang, Jiang, Li, Huang & Gao, "Binarized Neural Network for Single Image Super
-    Resolution", ECCV 2020.
+    Resolution", ECCV 2020 (doi 10.1007/978-3-030-58548-8_6).
 
-    Verified (paper's equations): the binarizer of conv n sees BN(sum_{i=n-d..n} beta_i A_i), a
-    learnable weighted running sum of the FP inputs of the earlier convs of the same block
-    (``bam_depth = 1`` on the second conv of each block, which accumulates the first conv's input;
-    the first conv has no earlier conv in its block, so ``bam_depth = 0`` there); per-channel
-    weight scale; BN.
-    Reconstructed: the weight accumulation (training-time reparametrisation, no inference cost) is
-    left out; FP skip over each conv and the FP SRResNet upsampler.
+    Reconstructed (abstract only; no equations or code found): the binarizer of every body conv
+    sees BN(sum_i beta_i sign(A_i)), the accumulated scaled one-bit values of its own input and of
+    the previous binary conv's input (``bam_depth = 1`` on every body conv; ``ops.bam``); depth 1
+    is our choice (the abstract says "multi-layer"). Whether the history crosses block boundaries
+    is the builder's wiring (with a block-local history the first conv of a block accumulates
+    only its own input). The weight accumulation (training-time only) and the paper's "efficient
+    model structure based on the BAM" are not represented; the backbone is E2FIF's at k = 255
+    (module docstring), not the BAM paper's.
     """
-    second = LayerSpec(bam_depth=1, weight_scale="channel_mean", norm="bn", skip="fp")
-    first = second.replace(bam_depth=0, nonlinearity="leaky_relu")
-    return _spec(scale, channels, blocks, first, second, "fp_two_stage")
+    return _e2fif_backbone(scale, channels, blocks, E2FIF_LAYER.replace(bam_depth=1))
 
 
 def ari(scale: int, channels: int, blocks: int) -> ArchSpec:
-    """Rectified-BSR: Xin, Wang, Jiang, Li, Wang & Gao, "Rectified Binary Network for Single-Image
-    Super-Resolution", IEEE TNNLS 2024 (doi 10.1109/TNNLS.2024.3438432).
+    """Rectified-BSR: "Rectified Binary Network for Single Image Super Resolution" (title of the
+    authors' otherwise empty repository ``jwxintt/Rectified-BSR``; authors, venue and doi
+    unconfirmed).
 
-    Reconstructed (abstract): activation-rectified inference with P = 3 parts (b_p = sign(X - tau_p),
-    Y = sum_p gamma_p (sign(W) * b_p), ``parts = 3``: a 4-level thermometer activation at 3x the
-    BOPs) and the adaptive approximation estimator (``act_estimator = aae``); BN, FP skip over each
-    conv and the FP SRResNet upsampler as in the binary SRResNet it is compared with.
+    Reconstructed (abstract only): activation-rectified inference with P = 3 parts on every body
+    conv (b_p = sign(X - t - tau_p), Y = sum_p gamma_p (sign(W) * b_p), ``parts = 3``), thresholds
+    tau initialised from the activation statistics of the first training batch (``ops.ari``:
+    tau[:, c] = RMS_c * linspace(-2/3, 2/3, 3)), and the adaptive approximation estimator
+    (``act_estimator = aae``). P = 3, the tau rule and the AAE window start are ours; the backbone
+    is E2FIF's at k = 255 (module docstring).
     """
-    layer = LayerSpec(parts=3, act_estimator="aae", weight_scale="channel_mean", norm="bn",
-                      skip="fp")
-    return _spec(scale, channels, blocks, layer.replace(nonlinearity="leaky_relu"), layer,
-                 "fp_two_stage")
+    return _e2fif_backbone(scale, channels, blocks,
+                           E2FIF_LAYER.replace(parts=3, act_estimator="aae"))
 
 
-def bbcu(scale: int, channels: int, blocks: int) -> ArchSpec:
-    """BBCU: Xia, Zhang, Wang, Tian, Yang, Timofte & Van Gool, "Basic Binary Convolution Unit for
-    Binarized Image Restoration Network", ICLR 2023.
+def _bbcu(scale: int, channels: int, blocks: int, **tail) -> ArchSpec:
+    return _spec(scale, channels, blocks, BBCU_LAYER, BBCU_LAYER, head="conv3",
+                 head_act="leaky_relu", global_skip=False, block_residual=False,
+                 residual_alignment=BBCU_K, input_mean="none", image_skip="bilinear", **tail)
 
-    Verified (authors' code): Y = RPReLU(alpha sign(W) * sign(X + beta_c)) + X with no BN
-    (``threshold = channel``, ``weight_scale = channel_mean``, ``nonlinearity = rprelu`` placed
-    ``before_skip``, ``skip = fp``); residual alignment: the image is scaled by k = 130 before the
-    network and back after (``residual_alignment = 130``); ApproxSign activation gradient.
-    Reconstructed: the binary upsampler uses the same unit with the repeat-channel skip
-    (``tail = binary_repeat``).
+
+def bbcu_l(scale: int, channels: int, blocks: int) -> ArchSpec:
+    """BBCU-L: Xia, Zhang, Wang, Tian, Yang, Timofte & Van Gool, "Basic Binary Convolution Unit for
+    Binarized Image Restoration Network", ICLR 2023 (``BBCU-SR/bbcu/archs/bbcul_arch.py``).
+
+    Verified (authors' code): raw RGB times k = 130, no mean (``residual_alignment = 130``,
+    ``input_mean = none``); FP 3x3 head + LeakyReLU(0.1) (``head_act = leaky_relu``); every body
+    conv Y = RPReLU(alpha sign(W) * sign(X + b_c)) + X: learnable channel shift initialised 0
+    (``threshold = channel``), alpha = mean|W_o| (``weight_scale = channel_mean``), no bias, no
+    BN, RPReLU before the skip, ApproxSign, clipped weight STE (``weight_estimator = clip``); two
+    such convs per block, no block residual; no feature-level global skip
+    (``global_skip = False``); MSRResNet's FP upsampler (conv C -> r^2 C, PixelShuffle, LeakyReLU
+    per stage; x4 = two x2 stages: ``tail = fp_two_stage``) then FP ``conv_hr`` C -> C + LeakyReLU
+    (``tail_conv_hr = fp``) then FP conv C -> 3; sr = (tail + bilinear(k x)) / k
+    (``image_skip = bilinear``).
+    Not expressed: alpha is detached in the authors' code (ours is differentiable); kaiming x 0.1
+    init of head and tail convs.
     """
-    layer = LayerSpec(threshold="channel", weight_scale="channel_mean", act_estimator="approx_sign",
-                      nonlinearity="rprelu", nonlinearity_at="before_skip", skip="fp")
-    return _spec(scale, channels, blocks, layer, layer, "binary_repeat", layer,
-                 residual_alignment=130.0)
+    return _bbcu(scale, channels, blocks, tail="fp_two_stage", tail_conv_hr="fp")
+
+
+def bbcu_m(scale: int, channels: int, blocks: int) -> ArchSpec:
+    """BBCU-M: the binary-upsampler model of the BBCU paper (``bbcum_arch.py``).
+
+    Verified (authors' code): the ``bbcu_l`` head, body, input scale and bilinear image skip; the
+    upsampler is binary (``BinaryUpConv2d``: shift, sign, alpha sign(W) conv C -> r^2 C, RPReLU,
+    PixelShuffle(r) plus nearest upsampling of the stage input; ``tail = binary_repeat`` with the
+    BBCU conv, whose repeat-channel skip before PixelShuffle is the nearest upsampling), x2/x3 one
+    stage, x4 two x2 stages (``tail_stages = staged``); ``conv_hr`` is a binary BBCU conv C -> C
+    with its own skip and RPReLU (``tail_conv_hr = binary``), then LeakyReLU, then FP conv C -> 3.
+    Not expressed: detached alpha; kaiming x 0.1 init (the authors' init also reaches the binary
+    upsampler convs and ``conv_hr``).
+    """
+    n = tail_conv_count("binary_repeat", scale, "staged", "binary")
+    return _bbcu(scale, channels, blocks, tail="binary_repeat", tail_conv_hr="binary",
+                 tail_layers=(BBCU_LAYER,) * n)
 
 
 def xnor(scale: int, channels: int, blocks: int) -> ArchSpec:
-    """Plain BNN: XNOR-Net convs (Rastegari, Ordonez, Redmon & Farhadi, "XNOR-Net: ImageNet
-    Classification Using Binary Convolutional Neural Networks", ECCV 2016) in the body of
+    """Plain BNN: XNOR-Net convs (Rastegari, Ordonez, Redmon & Farhadi, ECCV 2016) in the body of
     SRResNet (Ledig et al., CVPR 2017), as the "plain BNN" row of the BAM paper.
 
     Y = alpha_o (sign(W) * sign(X)) followed by BN (``weight_scale = channel_mean``, ``norm = bn``);
     no FP skip around a conv: the SRResNet block residual (``block_residual = True``) and the
-    global skip are the only FP paths; STE gradients; FP SRResNet upsampler. The first conv of a
-    block ends with a LeakyReLU(0.1).
+    global skip are the only FP paths; STE gradients; FP SRResNet upsampler (``fp_two_stage``);
+    the first conv of a block ends with a LeakyReLU(0.1). No authors' code (it is a baseline
+    row): the block structure, k = 1 on x - DIV2K mean and the tail are our assumptions.
+    At the ``benchmarks.presets`` budget (16 ch x 2 blocks, x2, 500 proxy steps) it does not
+    reach bicubic (Set5 30.02 / 29.28 / 30.58 dB for seeds 0/1/2, bicubic 33.67).
     """
     layer = LayerSpec(weight_scale="channel_mean", norm="bn")
     return _spec(scale, channels, blocks, layer.replace(nonlinearity="leaky_relu"), layer,
-                 "fp_two_stage", block_residual=True)
+                 "fp_two_stage", global_skip=True, block_residual=True)
 
 
 def fp(scale: int, channels: int, blocks: int) -> ArchSpec:
-    """Full-precision reference of the same size: SRResNet without BN (as MSRResNet, Wang et al.,
-    ESRGAN ECCVW 2018; SRResNet: Ledig et al., CVPR 2017): FP head, ``blocks`` residual blocks
-    conv3-ReLU-conv3 + x (``body = fp``, ``block_residual = True``, so ``layers`` is empty), global skip, FP SRResNet
-    upsampler. Verified: this is the backbone the published FP numbers use."""
+    """Full-precision reference of the same size: BasicSR's MSRResNet (Wang et al., ESRGAN ECCVW
+    2018; ``XPixelGroup/BasicSR`` ``srresnet_arch.py``), the FP network BBCU-L binarises.
+
+    Verified (BasicSR code): raw RGB in [0, 1], no mean, no scale (``input_mean = none``, k = 1);
+    FP 3x3 head + LeakyReLU(0.1); ``blocks`` residual blocks conv3-ReLU-conv3 + x (``body = fp``,
+    ``block_residual = True``); no feature-level global skip; upsampler stages conv C -> r^2 C,
+    PixelShuffle, LeakyReLU (x4 two x2 stages), ``conv_hr`` + LeakyReLU, conv C -> 3; plus
+    bilinear(x). Not expressed: the kaiming x 0.1 init of its convs. Which FP SRResNet produced
+    the BAM paper's FP row is not known.
+    """
     return ArchSpec(scale=scale, channels=channels, blocks=blocks, head="conv3",
-                    tail="fp_two_stage", global_skip=True, block_residual=True, body="fp")
+                    head_act="leaky_relu", tail="fp_two_stage", tail_conv_hr="fp",
+                    global_skip=False, block_residual=True, body="fp", residual_alignment=1.0,
+                    input_mean="none", image_skip="bilinear")
 
 
 _PRESETS: Dict[str, Callable[[int, int, int], ArchSpec]] = {
-    "e2fif": e2fif, "ebsr_light": ebsr_light, "lmb": lmb, "bam": bam, "ari": ari, "bbcu": bbcu,
-    "xnor": xnor, "fp": fp,
+    "e2fif": e2fif, "e2fif_repeat": e2fif_repeat, "ebsr": ebsr, "lmb": lmb, "bam": bam,
+    "ari": ari, "bbcu_l": bbcu_l, "bbcu_m": bbcu_m, "xnor": xnor, "fp": fp,
 }
 
 
@@ -162,7 +269,7 @@ def names() -> List[str]:
 
 
 def get(name: str, scale: int = 4, channels: int = 64, blocks: int = 16) -> ArchSpec:
-    """The preset ``name`` at the given scale and size (defaults: the papers' 64 x 16 SRResNet)."""
+    """The preset ``name`` at the given scale and size (defaults: the papers' 64 x 16)."""
     if name not in _PRESETS:
         raise ValueError(f"unknown preset {name!r}; allowed presets: {names()}")
     return _PRESETS[name](scale, channels, blocks)

@@ -12,7 +12,7 @@ builder = pytest.importorskip("space.builder")
 
 
 @pytest.mark.parametrize("name", presets.names())
-@pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.parametrize("scale", [2, 3, 4])
 def test_preset_compiles_and_matches(name, scale):
     g = torch.Generator().manual_seed(scale)
     model = builder.build(presets.get(name, scale=scale, channels=16, blocks=2))

@@ -13,8 +13,9 @@ torch.manual_seed(0)
 
 
 def test_names_and_unknown_name():
-    assert presets.names() == ["e2fif", "ebsr_light", "lmb", "bam", "ari", "bbcu", "xnor", "fp"]
-    with pytest.raises(ValueError, match=r"unknown preset 'react'.*e2fif.*bbcu"):
+    assert presets.names() == ["e2fif", "e2fif_repeat", "ebsr", "lmb", "bam", "ari", "bbcu_l",
+                               "bbcu_m", "xnor", "fp"]
+    with pytest.raises(ValueError, match=r"unknown preset 'react'.*e2fif.*bbcu_l"):
         presets.get("react")
 
 
@@ -22,22 +23,25 @@ def test_default_size_is_the_papers_srresnet():
     for name in presets.names():
         spec = presets.get(name)
         assert (spec.scale, spec.channels, spec.blocks) == (4, 64, 16)
-        assert spec.head == "conv3" and spec.global_skip
+        assert spec.head == "conv3"
+        # BBCU and MSRResNet have no feature-level global skip; every other design has one
+        assert spec.global_skip == (name not in ("bbcu_l", "bbcu_m", "fp"))
         assert len(spec.layers) == (32 if spec.body == "binary" else 0)
 
 
 def test_presets_encode_their_papers_recipes():
+    # field by field: tests/space/test_space_presets_faithful.py
     e2 = presets.get("e2fif", 2, 8, 2)
     assert all(layer.skip == "fp" and layer.norm == "bn" for layer in e2.layers)
     assert [layer.nonlinearity for layer in e2.layers] == ["leaky_relu", "none"] * 2
-    assert e2.tail == "binary_repeat" and not e2.block_residual
-    bb = presets.get("bbcu", 4, 8, 2)
-    assert bb.residual_alignment == 130.0 and len(bb.tail_layers) == 2
+    assert e2.tail == "fp_one_stage" and not e2.block_residual
+    bb = presets.get("bbcu_m", 4, 8, 2)
+    assert bb.residual_alignment == 130.0 and len(bb.tail_layers) == 3  # 2 stages + conv_hr
     assert all(layer.nonlinearity == "rprelu" and layer.nonlinearity_at == "before_skip"
                and layer.norm == "none" for layer in bb.layers + bb.tail_layers)
     assert all(layer.parts == 3 for layer in presets.get("ari", 2, 8, 1).layers)
     assert all(layer.threshold == "local_mean" for layer in presets.get("lmb", 2, 8, 1).layers)
-    assert [layer.bam_depth for layer in presets.get("bam", 2, 8, 2).layers] == [0, 1, 0, 1]
+    assert [layer.bam_depth for layer in presets.get("bam", 2, 8, 2).layers] == [1, 1, 1, 1]
     assert presets.get("fp", 2, 8, 2).body == "fp"
     assert presets.get("xnor", 2, 8, 2).block_residual
 
@@ -61,7 +65,8 @@ def test_preset_forward_backward(name, scale):
 
 
 def test_builder_uses_ops_modules_and_spec_choices():
-    spec = presets.get("e2fif", 4, 8, 3)
+    spec = presets.get("e2fif", 4, 8, 3).replace(tail="binary_repeat",
+                                                 tail_layers=(presets.E2FIF_LAYER,) * 2)
     model = build(spec)
     blocks = [m for m in model.body if isinstance(m, BinaryBlock)]
     assert len(blocks) == 3 and all(not b.residual for b in blocks)
