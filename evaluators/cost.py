@@ -17,10 +17,13 @@
     peak_activation_bytes  4 * max over conv steps of the elements alive at that step (float32)
 
 Element-wise FLOPs of one binary conv (Ni = C_in H W input elements, No = C_out H W output
-elements, HW pixels, P = parts, d' = min(bam_depth, position of the conv in its block)):
+elements, HW pixels, P = parts, d' = ``bam_inputs`` = min(bam_depth, bam_position): the earlier
+conv inputs its BAM accumulates, ``space.layout``; the body is one history chain, so
+bam_position = 2 b + p is the conv's index in the whole body, 0 for a tail / conv_hr conv)::
 
-    bam_depth > 0        (4 d' + 5) Ni   per accumulated input |A|, its spatial-mean sum and the
-                                          scale multiply (3), d' adds, BN affine (2)
+    bam_depth > 0        (5 d' + 6) Ni   per accumulated input (d' + 1 of them) |A|, its
+                                          spatial-mean sum, its sign and the beta multiply (4);
+                                          d' adds; BN affine (2)
     threshold local_mean (k_t^2 + 1) Ni  k_t x k_t box mean (k_t^2 - 1 adds + 1 multiply) and the
                                           subtraction; zero / channel thresholds and ARI offsets
                                           fold into the compare
@@ -28,18 +31,31 @@ elements, HW pixels, P = parts, d' = min(bam_depth, position of the conv in its 
     part / weight scale  (2P - 1) No     if P > 1 (gamma_p, alpha folded in); No if P = 1 and
                                           weight_scale = channel_mean; else 0
     bias                 No
-    rescale              channel: No;  spatial: 2 Ni + 11 HW + No (|X| and its channel sum, the
-                         mean's divide and the 1->1 3x3 conv with bias, the multiply); both: sum
+    rescale channel      2 Ni + No + C_in C_out + 2 C_in + 6 C_out + 6   (L and G, ops.rescale)
+    rescale spatial      2 Ni + 15 HW + No                               (S)
+    rescale both         the sum of the two (each map takes its own |X|, as ops.rescale does)
     norm bn              2 No            (scale and shift)
     nonlinearity         prelu, leaky_relu: 2 No (compare, multiply); rprelu: 4 No (shift,
                          compare, multiply, bias)
     skip fp              No              (the channel repeat is a copy: 0)
 
+The re-scaling maps (``ops.rescale``; ``2 sigma(z)`` counts SIGMOID_FLOPS = 4: exp, add, divide,
+times 2)::
+
+    channel  |X| and its per-channel spatial sums 2 Ni, the C_in divides (mean_hw |X|) C_in;
+             G = 2 sigma(V m + v): C_in C_out MACs + C_out bias + 4 C_out;
+             L = 2 sigma(a mean_chw|X| + b): mean of the C_in channel means C_in, a m + b 2,
+             sigmoid 4; L * G: C_out; Y * (L G): No
+    spatial  |X| and its channel sum per pixel 2 Ni, the divide by C_in HW; the 1 -> 1 3x3 conv
+             with bias 10 HW; 2 sigma 4 HW; Y * S: No
+
 Elsewhere: each FP conv adds its bias (1 per output element); ReLU (fp body) 1 and LeakyReLU
 (FP upsampler) 2 per element; block residual and global skip 1 add per element; input
 normalisation (subtract mean, multiply by k) 2 per input element and the output's inverse
 (divide by k, add mean) 2 per output element, 1 and 1 with ``input_mean = "none"`` (no mean).
-PixelShuffle and channel repeats move data: 0. Per-channel O(C) work is not counted.
+PixelShuffle and channel repeats move data: 0. Per-channel O(C) work is not counted (BAM's
+beta = s * mean, folded BN constants), except in the re-scaling maps above, whose pooled vectors
+and tiny maps are the whole operator.
 
 Head and tail options (C channels, s the scale, H x W the LR size, S = s^2 H W the SR pixels):
 
@@ -51,7 +67,7 @@ Head and tail options (C channels, s the scale, H x W the LR size, S = s^2 H W t
     tail_conv_hr fp         FP conv C -> C at s H x s W: 9 C^2 S MACs, (9 C + 1) C S FLOPs,
                             9 C^2 + C params; then LeakyReLU 2 C S FLOPs
     tail_conv_hr binary     one binary conv C -> C at s H x s W with the last tail LayerSpec
-                            (the rules above, position 0: bops 9 P C^2 S); then LeakyReLU
+                            (the rules above, bam_position 0: bops 9 P C^2 S); then LeakyReLU
                             2 C S FLOPs
     peak                    the conv_hr step holds its input and output (2 C S) plus the
                             normalised input when an image skip is pending
@@ -64,14 +80,17 @@ output element; it has no parameters and no MACs of a conv (``fp_macs`` is uncha
     bilinear   (4 + 1) N_sr    (2 x 2 taps per output element, then the add)
     bicubic    (16 + 1) N_sr   (4 x 4 taps per output element, then the add)
 
-Parameters per binary conv: C_out C_in k^2 binary weights; bam (d + 1) C_in + 2 C_in;
-threshold channel C_in; parts > 1: P C_in + P C_out; aae 1; bias C_out; rescale channel C_out,
-spatial 10; bn 2 C_out; prelu C_out; rprelu 3 C_out. FP conv: k^2 C_in C_out + C_out.
+Parameters per binary conv: C_out C_in k^2 binary weights; bam (d + 1) C_in + 2 C_in (scales
+s_i for every row of the depth d, whatever d' is, and the BN affine); threshold channel C_in;
+parts > 1: P C_in + P C_out; aae 1; bias C_out; rescale channel C_in C_out + C_out + 2 (V, v,
+a, b), spatial 9 + 1 (the 1 -> 1 3x3 conv and its bias), both the sum; bn 2 C_out; prelu
+C_out; rprelu 3 C_out. FP conv: k^2 C_in C_out + C_out.
 
 Peak activations: the network runs as a sequence of conv steps; at each step the live tensors
 are the step's input and output plus tensors kept for later (the head output while a global skip
-is pending, the block input while a block residual is pending, earlier conv inputs a later BAM
-conv of the block accumulates, the normalised input 3 H W while an image skip is pending).
+is pending, the block input while a block residual is pending, the earlier body conv inputs
+that this or a later BAM conv of the body accumulates, across blocks: ``space.layout.bam_kept``,
+the normalised input 3 H W while an image skip is pending).
 Element-wise steps run in place; intermediates inside a conv (bit-planes, partial sums, the
 spatial map) are not counted; PixelShuffle is a view. The image skip is one more step, after
 the tail's last conv: the normalised input, the tail output and the upsampled (or
@@ -85,12 +104,16 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 from space.layout import HEAD_KERNELS  # noqa: F401  (still importable from here, as before)
 from space.layout import (KERNEL, AddUnit, BinaryConvUnit, ESPCNUnit, FPBlockUnit, FPConvUnit,
                           FPStageUnit, HeadUnit, ImageSkipUnit, LeakyReLUUnit, OutputUnit, Unit,
-                          layout)
+                          bam_kept, layout)
 from space.spec import CONVS_PER_BLOCK, ArchSpec, LayerSpec
 
 BYTES_FP32 = 4
 #: FLOPs per element of a LeakyReLU (compare, multiply)
 LEAKY_RELU_FLOPS = 2
+#: FLOPs of one bounded factor 2 sigma(z) (exp, add, divide, times 2)
+SIGMOID_FLOPS = 4
+#: FLOPs per accumulated BAM input element (|A|, spatial-mean sum, sign, beta multiply)
+BAM_FLOPS_PER_INPUT = 4
 DEFAULT_INPUT_SIZE = (3, 180, 320)  # BBCU's reporting size (x4 -> 1280 x 720)
 
 #: FLOPs per output element of the image skip (interpolation taps + the add), see above.
@@ -109,10 +132,26 @@ def _check_input_size(input_size: Sequence[int]) -> Tuple[int, int, int]:
     return tuple(input_size)  # type: ignore[return-value]
 
 
+def rescale_channel_flops(cin: int, cout: int, hw: int) -> int:
+    """FLOPs of the channel mode of ``ops.rescale`` (L and G) on one image (module doc)."""
+    pool = 2 * cin * hw + cin                          # |X|, per-channel sums, divides
+    g = cin * cout + cout + SIGMOID_FLOPS * cout       # V m + v, 2 sigma
+    lay = cin + 2 + SIGMOID_FLOPS                      # mean of means, a m + b, 2 sigma
+    return pool + g + lay + cout + cout * hw           # L * G, Y * (L G)
+
+
+def rescale_spatial_flops(cin: int, cout: int, hw: int) -> int:
+    """FLOPs of the spatial mode of ``ops.rescale`` (S) on one image (module doc)."""
+    pool = 2 * cin * hw + hw                           # |X|, channel sums, divide per pixel
+    conv = (3 * 3 + 1) * hw                            # 1 -> 1 3x3 conv with bias
+    return pool + conv + SIGMOID_FLOPS * hw + cout * hw  # 2 sigma, Y * S
+
+
 def binary_conv_cost(layer: LayerSpec, cin: int, cout: int, h: int, w: int,
                      position: int = 0, k: int = KERNEL) -> Dict[str, int]:
     """bops, flops, params, binary_params of one binary conv (rules in the module docstring);
-    ``position`` is the conv's index in its block (it bounds the BAM window)."""
+    ``position`` is the conv's ``bam_position`` (its index in its BAM history chain:
+    ``space.layout``), so it accumulates ``d' = min(bam_depth, position)`` earlier inputs."""
     hw = h * w
     ni, no = cin * hw, cout * hw
     p = layer.parts
@@ -120,7 +159,8 @@ def binary_conv_cost(layer: LayerSpec, cin: int, cout: int, h: int, w: int,
     params = cout * cin * k * k
     if layer.bam_depth > 0:
         d_eff = min(layer.bam_depth, position)
-        flops += (4 * d_eff + 5) * ni
+        # (d' + 1) inputs: |A|, sum, sign, beta multiply each; d' adds; BN affine 2
+        flops += (BAM_FLOPS_PER_INPUT * (d_eff + 1) + d_eff + 2) * ni
         params += (layer.bam_depth + 1) * cin + 2 * cin
     if layer.threshold == "local_mean":
         flops += (layer.threshold_kernel ** 2 + 1) * ni
@@ -137,11 +177,11 @@ def binary_conv_cost(layer: LayerSpec, cin: int, cout: int, h: int, w: int,
         flops += no
         params += cout
     if layer.rescale in ("channel", "both"):
-        flops += no
-        params += cout
+        flops += rescale_channel_flops(cin, cout, hw)
+        params += cin * cout + cout + 2  # V, v, a, b
     if layer.rescale in ("spatial", "both"):
-        flops += 2 * ni + 11 * hw + no
-        params += 10
+        flops += rescale_spatial_flops(cin, cout, hw)
+        params += 3 * 3 + 1  # the 1 -> 1 3x3 conv and its bias
     if layer.norm == "bn":
         flops += 2 * no
         params += 2 * cout
@@ -184,20 +224,11 @@ class _Tally:
                 "live_elements": self.peak}
 
 
-def _bam_window(layers: Sequence[LayerSpec], i: int) -> int:
-    """How far back the convs ``i..`` of a block reach: inputs of convs >= i - this are kept."""
-    reach = 0
-    for m in range(i, len(layers)):
-        d_eff = min(layers[m].bam_depth, m)
-        reach = max(reach, d_eff - (m - i))
-    return reach
-
-
 class _Context:
     """What the units of one layout keep alive for later units (read once from the layout):
     the normalised input while an image skip is pending, the head output while a global skip
-    is pending, a block's input while its residual is pending, and a block's conv layers (BAM
-    history)."""
+    is pending, a block's input while its residual is pending, and the body's binary convs in
+    order (its one BAM history chain: ``space.layout.bam_kept``)."""
 
     def __init__(self, units: Sequence[Unit]):
         head = units[0]
@@ -205,10 +236,9 @@ class _Context:
         self.image_skip = any(u.kind == "image_skip" for u in units)
         self.global_skip = any(u.kind == "add" and u.role == "global_skip" for u in units)
         self.residual = {u.block for u in units if u.kind == "add" and u.role == "block_residual"}
-        self.block_layers: Dict[int, list] = {}
-        for u in units:
-            if u.kind == "bconv" and u.role == "body":
-                self.block_layers.setdefault(u.block, []).append(u.layer)
+        self.body_convs: List[BinaryConvUnit] = [
+            u for u in units if u.kind == "bconv" and u.role == "body"]
+        assert all(u.bam_position == n for n, u in enumerate(self.body_convs))
 
     def kept(self, in_body: bool, channels: int = 0) -> Dict[str, int]:
         out = {"x": 3 * self.px} if self.image_skip else {}
@@ -217,12 +247,18 @@ class _Context:
         return out
 
 
-def _block_names(b: int, n_convs: int) -> Tuple[list, list]:
-    """Names of the inputs and outputs of the convs of block ``b`` (block 0 reads ``h``)."""
-    block_in = "h" if b == 0 else f"b{b - 1}.out"
-    inputs = [block_in] + [f"b{b}.c{i}" for i in range(n_convs - 1)]
-    outputs = [f"b{b}.c{i}" for i in range(n_convs - 1)] + [f"b{b}.out"]
-    return inputs, outputs
+def _input_name(n: int) -> str:
+    """Name of the input of body conv ``n`` (``2 b + i``): block 0's conv 0 reads ``h``, conv 0
+    of block b the output of block b - 1, conv i > 0 the output of conv i - 1."""
+    b, i = divmod(n, CONVS_PER_BLOCK)
+    if i == 0:
+        return "h" if b == 0 else f"b{b - 1}.out"
+    return f"b{b}.c{i - 1}"
+
+
+def _output_name(n: int) -> str:
+    b, i = divmod(n, CONVS_PER_BLOCK)
+    return f"b{b}.out" if i == CONVS_PER_BLOCK - 1 else f"b{b}.c{i}"
 
 
 def _head(u: HeadUnit, t: _Tally, ctx: _Context) -> None:
@@ -235,23 +271,22 @@ def _head(u: HeadUnit, t: _Tally, ctx: _Context) -> None:
 
 
 def _body_conv(u: Unit, t: _Tally, ctx: _Context, position: int, block: int, c: int) -> None:
-    """Liveness of conv ``position`` of body block ``block`` (binary or FP)."""
-    layers = ctx.block_layers.get(block, [])
-    n_convs = len(layers) if layers else CONVS_PER_BLOCK
-    inputs, outputs = _block_names(block, n_convs)
+    """Liveness of conv ``position`` of body block ``block`` (binary or FP): its input and
+    output, what is kept (``_Context.kept``), the block input while its residual is pending and
+    the inputs of the ``bam_kept`` body convs before it (BAM, across blocks)."""
+    n = block * CONVS_PER_BLOCK + position
     tensors = ctx.kept(True, c)
     if block in ctx.residual:
-        tensors[inputs[0]] = c * ctx.px
-    if layers:
-        for j in range(max(0, position - _bam_window(layers, position)), position):
-            tensors[inputs[j]] = c * ctx.px
-    tensors[inputs[position]] = c * ctx.px
-    tensors[outputs[position]] = c * ctx.px
+        tensors[_input_name(block * CONVS_PER_BLOCK)] = c * ctx.px
+    for j in range(n - bam_kept(ctx.body_convs, n), n):
+        tensors[_input_name(j)] = c * ctx.px
+    tensors[_input_name(n)] = c * ctx.px
+    tensors[_output_name(n)] = c * ctx.px
     t.live(tensors)
 
 
 def _bconv(u: BinaryConvUnit, t: _Tally, ctx: _Context) -> None:
-    t.binary_conv(u.layer, u.in_ch, u.out_ch, u.h, u.w, u.position, u.kernel)
+    t.binary_conv(u.layer, u.in_ch, u.out_ch, u.h, u.w, u.bam_position, u.kernel)
     if u.role == "body":
         _body_conv(u, t, ctx, u.position, u.block, u.in_ch)
     else:

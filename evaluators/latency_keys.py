@@ -38,9 +38,10 @@ A ``bconv`` key holds only what changes the work of the packed runtime (``conv_w
     threshold  'static' for zero and channel (both pack against a per-channel threshold vector,
                zero being the vector 0) | 'local_mean', with lm_k its box size (0 when static)
     parts      P bit planes, P xnor-popcount convs
-    bam        number of maps the BAM binarizer input sums: 0 (no BAM) else 1 + min(d, pos),
-               pos = index of the conv in its block (the history it can see); its BN is a
-               per-channel affine that runs in any case when bam > 0
+    bam        number of maps the BAM binarizer input sums: 0 (no BAM) else 1 + bam_inputs,
+               bam_inputs = min(d, bam_position) from ``space.layout`` (the body is one history
+               chain across blocks: bam_position = 2 b + p; tail / conv_hr convs: 0); its BN is
+               a per-channel affine that runs in any case when bam > 0
     spatial    EBSR spatial re-scaling S(x) (rescale spatial/both); the channel part folds
     skip       fp skip add (with repeat when out = r in)
     nonlin     'none' | 'prelu' (prelu and leaky_relu: the same PReLU with a slope vector) |
@@ -74,7 +75,8 @@ def _get(layer: Any, name: str) -> Any:
 
 
 def conv_work(layer: Any, in_ch: int, out_ch: int, kernel: int, h: int, w: int, pos: int) -> Key:
-    """The ``bconv`` key of one binary conv with choices ``layer`` (a LayerSpec or mapping)."""
+    """The ``bconv`` key of one binary conv with choices ``layer`` (a LayerSpec or mapping);
+    ``pos`` is its ``bam_position`` (``space.layout``: earlier inputs in its BAM history)."""
     threshold = _get(layer, "threshold")
     local = threshold == "local_mean"
     depth = _get(layer, "bam_depth")
@@ -132,7 +134,7 @@ def _output(u: Any) -> Key:
 #: unit kind (``space.layout.UNIT_KINDS``) -> its key
 UNIT_KEYS: Dict[str, Callable[[Any], Key]] = {
     "head": _head,
-    "bconv": lambda u: conv_work(u.layer, u.in_ch, u.out_ch, u.kernel, u.h, u.w, u.position),
+    "bconv": lambda u: conv_work(u.layer, u.in_ch, u.out_ch, u.kernel, u.h, u.w, u.bam_position),
     "fp_block": lambda u: {"kind": "fp_block", "c": u.channels, "h": u.h, "w": u.w,
                            "residual": u.residual},
     "add": lambda u: {"kind": "add", "c": u.channels, "h": u.h, "w": u.w},

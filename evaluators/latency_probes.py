@@ -15,7 +15,7 @@ input once and every layer keeps that order), no autograd. So the sum of the uni
   a preallocated NCHW tensor): argument checks, ``no_grad``, the input's channels-last copy;
 * ``bconv``: the ``NativeBinaryConv2d`` the runtime puts in place of an eval-mode
   ``BinaryConv2d`` with work-equivalent choices (``latency_keys.conv_choices``), called with
-  the BAM history it would see in its block;
+  the BAM history it would see in the body (``space.layout``: one chain across blocks);
 * ``output``: the de-normalisation ``o / k + mean`` (``o / k`` for a key with ``mean: false``)
   and the runtime's final NCHW copy of the SR image;
 * ``image_skip``: the builder's ``ImageSkip`` (``o + up(x)``, or for ``at = pre_shuffle`` the
@@ -105,7 +105,7 @@ def _bconv(key: Mapping[str, Any], threads: int) -> Probe:
     # the converted module itself: the CompiledModel wrapper around it is paid once per
     # network (the ``overhead`` unit), not once per conv
     native = getattr(compiled, "module", compiled)
-    # the BAM history too was written by the block's earlier convs shortly before
+    # the BAM history too was written by the body's earlier convs shortly before
     return _no_grad(native, _input(key["in"], key["h"], key["w"]), extra_inputs=native.history)
 
 

@@ -9,7 +9,8 @@ The model maps an RGB batch ``(N, 3, H, W)`` with values in [0, 1] to ``(N, 3, s
     x  = (rgb - m) * k               (m = 0: x = rgb * k, no subtraction is run)
     h  = head(x)                     FP conv 3 -> C, 3x3 (conv3) or 5x5 (conv5), 'same' padding
     h  = LeakyReLU_0.1(h)            if head_act == "leaky_relu" (module ``model.head_act``)
-    y  = body(h)                     `blocks` blocks (binary: ops.BinaryBlock; fp: conv-ReLU-conv)
+    y  = body(h)                     `blocks` blocks (binary: ops.BinaryBlock; fp: conv-ReLU-conv),
+                                     with ONE ops.bam.BamHistory threaded through all of them
     y  = y + h       if global_skip
     o  = tail(y)                     see TAILS
     o  = o + up(x)   if image_skip != "none"   (``ImageSkip``; x is the normalised input)
@@ -23,6 +24,18 @@ added before the tail's PixelShuffle instead, to the conv output C -> 3 s^2, as
 nearest upsampling, so the values are the same. With a tail that outputs 0 the model returns
 ``up(x) / k + m = up(rgb)`` (to float rounding): every interpolation is linear with weights that
 sum to 1.
+
+BAM history (``space.layout``: ``bam_inputs = min(bam_depth, bam_position)``): the body's
+binary convs form one history chain, ``forward`` (``Body``) creates one ``ops.bam.BamHistory`` per
+call and passes it to every body block (``block(y, history=h)``), so conv ``n`` of the body (``n = 2 b
++ p``) accumulates the inputs of the ``min(bam_depth, n)`` convs before it, across block
+boundaries, as the BAM paper intends. The tail's binary convs (other input shapes, after a
+PixelShuffle) are called without a history: each starts a fresh one. **Behaviour change:** up
+to this version each block started its own history (conv 0 of every block accumulated
+nothing), so a spec with ``bam_depth > 0`` in a block after the first now computes something
+else (and costs more: ``evaluators.cost``, ``evaluators.latency_keys``) under the same id and
+with the same parameters: its checkpoints still load, but a model trained with the old wiring
+should be retrained (or evaluated) with the new one. Specs without BAM are unchanged.
 
 Input normalisation is the model's business, so every caller feeds plain [0, 1] images. With
 ``k = 130`` (BBCU's residual alignment) the FP residual stream carries values ~130x larger than
@@ -44,6 +57,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ops import BinaryBlock, BinaryConv2d
+from ops.bam import BamHistory
 from space import layout as L
 from space.spec import ArchSpec
 
@@ -101,6 +115,26 @@ def _body_modules(units: Sequence[L.Unit]) -> List[nn.Module]:
         mods.append(BinaryBlock(convs[0].in_ch, [c.layer.to_dict() for c in convs],
                                 kernel_size=convs[0].kernel, residual=b in residual))
     return mods
+
+
+class Body(nn.Sequential):
+    """The body blocks in order (an ``nn.Sequential``: module and parameter names as before),
+    with ONE ``ops.bam.BamHistory`` per call threaded through every ``BinaryBlock`` (the
+    layout's one history chain); FP blocks take no history. ``bam_history`` is the history's
+    length, the deepest window a body conv reads (``max bam_inputs``; 0 keeps nothing)."""
+
+    def __init__(self, blocks: Sequence[nn.Module], bam_history: int = 0):
+        super().__init__(*blocks)
+        self.bam_history = bam_history
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        history = BamHistory(maxlen=self.bam_history)
+        for block in self:
+            x = block(x, history=history) if isinstance(block, BinaryBlock) else block(x)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"bam_history={self.bam_history}"
 
 
 # -- tails: one factory per tail unit kind (unit -> modules, in order) --------------------
@@ -212,7 +246,9 @@ class SRNetwork(nn.Module):
         act = HEAD_ACTS[head.act]()
         if act is not None:  # only then an attribute: older models keep their module tree
             self.head_act = act
-        self.body = nn.Sequential(*_body_modules(units))
+        body_convs = [u for u in units if u.kind == "bconv" and u.role == "body"]
+        self.body = Body(_body_modules(units),
+                         bam_history=max((u.bam_inputs for u in body_convs), default=0))
         self.global_skip = any(u.kind == "add" and u.role == "global_skip" for u in units)
         self.tail = TAILS[spec.tail](spec)
         skips = [u for u in units if u.kind == "image_skip"]

@@ -10,7 +10,8 @@ are each unit's *input* size, ``None`` when no ``input_size`` is given)::
 
     HeadUnit         (x - m) * k, FP conv 3 -> C (k x k, 'same'), then LeakyReLU(0.1) if act
     BinaryConvUnit   one binary conv (role body: C -> C in block b at position p; role tail:
-                     C -> r^2 C of upsampler stage j; role conv_hr: C -> C at s H x s W)
+                     C -> r^2 C of upsampler stage j; role conv_hr: C -> C at s H x s W);
+                     ``bam_position`` / ``bam_inputs``: its BAM history (below)
     FPBlockUnit      one full-precision body block: conv3 - ReLU - conv3 (+ input if residual)
     AddUnit          an add of two C x h x w maps (role block_residual after block b's convs;
                      role global_skip: body output + head output)
@@ -38,6 +39,19 @@ Per spec (stages = ``upsample_stages(scale, tail_stages)``)::
     image_skip != none   ImageSkipUnit(mode, at)
     output               OutputUnit
 
+BAM history (``ops.bam``; the rule the builder, the cost count and the latency keys share):
+the whole body is ONE history chain, the builder threads one ``ops.bam.BamHistory`` through all
+body blocks, so a body conv's ``bam_position`` is its index among the body's binary convs
+(``2 b + p``, across block boundaries, as the BAM paper accumulates over the preceding layers:
+``/work/shared/docs/seed_methods.md``). Every tail / conv_hr conv has another input shape
+(``C x h x w`` at another size, after a PixelShuffle) and starts a fresh history:
+``bam_position = 0``. The number of earlier inputs a conv accumulates::
+
+    bam_inputs = min(bam_depth, bam_position)      (0 without BAM; <= ops.bam.MAX_DEPTH)
+
+so its BAM sums ``bam_inputs + 1`` one-bit maps (its own input and the last ``bam_inputs``
+inputs of earlier convs of its chain).
+
 Every unit has a ``kind`` (the latency-key kind it stands for) and ``binary`` (True only for
 ``BinaryConvUnit``). ``BinaryConvUnit.index`` is the index of its ``LayerSpec`` in
 ``spec.layers`` (body) or ``spec.tail_layers`` (tail stages first, then conv_hr).
@@ -47,6 +61,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Optional, Sequence, Tuple, Union
 
+from ops.bam import MAX_DEPTH
 from space.spec import CONVS_PER_BLOCK, ArchSpec, LayerSpec, upsample_stages
 
 KERNEL = 3
@@ -86,10 +101,16 @@ class BinaryConvUnit:
     out_ch: int
     layer: LayerSpec
     block: Optional[int] = None   # body block (None outside the body)
-    position: int = 0             # index of the conv in its block (bounds its BAM history)
+    position: int = 0             # index of the conv in its block
     kernel: int = KERNEL
     h: Size = None
     w: Size = None
+    bam_position: int = 0         # index in its BAM history chain (body: 2 b + p; tail: 0)
+
+    @property
+    def bam_inputs(self) -> int:
+        """Earlier conv inputs its BAM accumulates: ``min(bam_depth, bam_position)``."""
+        return min(self.layer.bam_depth, self.bam_position)
 
 
 @dataclass(frozen=True)
@@ -220,8 +241,9 @@ def _body(spec: ArchSpec, h: Size, w: Size) -> list:
             units.append(FPBlockUnit(b, c, spec.block_residual, h, w))
             continue
         for pos, layer in enumerate(spec.block_layers(b)):
-            units.append(BinaryConvUnit("body", b * CONVS_PER_BLOCK + pos, c, c, layer,
-                                        block=b, position=pos, h=h, w=w))
+            n = b * CONVS_PER_BLOCK + pos
+            units.append(BinaryConvUnit("body", n, c, c, layer, block=b, position=pos, h=h, w=w,
+                                        bam_position=n))
         if spec.block_residual:
             units.append(AddUnit("block_residual", c, b, h, w))
     if spec.global_skip:
@@ -251,6 +273,17 @@ def _tail(spec: ArchSpec, h: Size, w: Size) -> list:
         units.append(LeakyReLUUnit("conv_hr", c, LEAKY_SLOPE, h, w))
     units.append(FPConvUnit("last", c, 3, KERNEL, h, w))
     return units
+
+
+def bam_kept(convs: Sequence[BinaryConvUnit], n: int) -> int:
+    """How many inputs of the convs before ``convs[n]`` (one history chain, in order) must
+    still be alive when ``convs[n]`` runs: the inputs of convs ``n - kept .. n - 1``, with
+    ``kept = max(0, max_{q >= n} (bam_inputs(q) - (q - n)))`` (conv q reads back to q -
+    bam_inputs(q))."""
+    kept = 0
+    for q in range(n, min(len(convs), n + MAX_DEPTH)):  # bam_inputs <= MAX_DEPTH
+        kept = max(kept, convs[q].bam_inputs - (q - n))
+    return kept
 
 
 def layout(spec: ArchSpec, input_size: Optional[Sequence[int]] = None) -> Tuple[Unit, ...]:

@@ -15,6 +15,10 @@ YAML format (every key but ``scale`` optional; see ``configs/space/default.yaml`
       input_mean: [div2k]           # default [div2k]; "none" feeds the raw image (BBCU)
       image_skip: [none]            # default [none]; image-level skip: none | nearest |
                                     #   bilinear | bicubic (see space/spec.py)
+      head_act: [none, leaky_relu]  # default [none]; LeakyReLU(0.1) after the FP head conv
+      tail_conv_hr: [none, fp, binary]  # default [none]; conv C -> C at the SR size (staged
+                                    #   tails only; binary: one more tail LayerSpec)
+      tail_stages: [staged, one]    # default [staged]; (2, 2) or one x4 stage (staged tails)
     layer:                          # the choices of each body binary conv
       granularity: block            # default granularity of this section (default: layer)
       threshold: [zero, channel, local_mean]          # list -> section granularity
@@ -30,9 +34,20 @@ value per residual block shared by its 2 convs (``block.<b>.<choice>``), ``share
 for the whole body (``shared.<choice>``). Tail convs: ``tail.<j>.<choice>`` or
 ``tail.shared.<choice>``. Architecture labels: ``arch.channels``, ``arch.blocks``, ``arch.head``,
 ``arch.global_skip``, ``arch.block_residual``, ``arch.body``, ``arch.residual_alignment``,
-``arch.input_mean``, ``arch.image_skip``, ``tail.kind``. (The two newest are suggested last,
-after every other architecture label, so spaces that keep them single-valued sample exactly as
-before.)
+``arch.input_mean``, ``arch.image_skip``, ``arch.head_act``, ``tail.kind``, ``tail.conv_hr``,
+``tail.stages``; a binary ``conv_hr``'s choices are ``tail.conv_hr.<choice>`` (granularity
+layer; its own label whatever the number of stages) or ``tail.shared.<choice>``. (Newer fields
+are suggested after the older architecture labels, so spaces that keep them single-valued
+sample exactly as before.)
+
+Conditional dimensions: ``tail_conv_hr`` and ``tail_stages`` exist only for the staged tails
+(``spec.STAGED_TAILS``: ``fp_two_stage``, ``binary_repeat``). They are suggested after
+``tail.kind``, and only when the sampled tail is staged; with ``fp_one_stage`` they take the
+only values that tail allows (``none``, ``staged``), whatever the lists say, and are left out
+of ``params_of``. So no invalid combination is ever sampled (define-by-run), and every valid one
+is reachable. At x2 and x3 ``tail_stages = one`` builds the same network as ``staged`` under
+another id (``space.spec``); the space counts both, since they are distinct specs (a preset may
+carry either).
 
 A dimension with a single allowed value is a constant: ``sample`` makes no suggest call for it and
 ``params_of`` leaves it out, so a params dict holds exactly the choices that vary.
@@ -41,10 +56,13 @@ Size (number of distinct ArchSpecs), with V_c the allowed values of choice c and
 u(g, b) = 2b | b | 1 for granularity layer | block | shared (tail: n_tail | 1)::
 
     size = |channels| |head| |global_skip| |block_residual| |residual_alignment|
-           * |input_mean| |image_skip|
+           * |input_mean| |image_skip| |head_act|
            * sum_{b in blocks} [ sum_{body} B(body, b) ] * [ sum_{tail} T(tail) ]
     B(binary, b) = prod_c |V_c|^u(g_c, b),   B(fp, b) = 1
-    T(t) = prod_c |V_c|^u(g_c)  when t has binary convs, else 1
+    T(t) = sum_{hr in tail_conv_hr} sum_{st in tail_stages} U(n(t, st, hr))   t staged
+    T(t) = U(n(t))                                                            t = fp_one_stage
+    U(n) = prod_c |V_c|^(n | 1 for tail granularity layer | shared),  U(0) = 1
+    n(t, st, hr) = spec.tail_conv_count(t, scale, st, hr)   (stage convs + a binary conv_hr)
 """
 from __future__ import annotations
 
@@ -57,8 +75,9 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 import yaml
 
 from ops.choices import CHOICES, validate_choice
-from space.spec import (BODIES, CONVS_PER_BLOCK, HEADS, IMAGE_SKIPS, INPUT_MEANS, SCALES, TAILS,
-                        ArchSpec, LayerSpec, tail_conv_count)
+from space.spec import (BODIES, CONVS_PER_BLOCK, HEAD_ACTS, HEADS, IMAGE_SKIPS, INPUT_MEANS,
+                        OMIT_AT_DEFAULT, SCALES, STAGED_TAILS, TAIL_CONV_HRS, TAIL_STAGES, TAILS,
+                        ArchSpec, LayerSpec, tail_conv_count, upsample_stages)
 
 GRANULARITIES = ("layer", "block", "shared")
 TAIL_GRANULARITIES = ("layer", "shared")
@@ -66,9 +85,14 @@ ARCH_DEFAULTS: Dict[str, Tuple[Any, ...]] = {
     "channels": (64,), "blocks": (16,), "head": ("conv3",), "tail": ("fp_two_stage",),
     "global_skip": (True,), "block_residual": (True,), "body": ("binary",),
     "residual_alignment": (1.0,), "input_mean": ("div2k",), "image_skip": ("none",),
+    "head_act": ("none",), "tail_conv_hr": ("none",), "tail_stages": ("staged",),
 }
 ARCH_LABELS = {name: f"arch.{name}" for name in ARCH_DEFAULTS}
-ARCH_LABELS["tail"] = "tail.kind"
+ARCH_LABELS.update(tail="tail.kind", tail_conv_hr="tail.conv_hr", tail_stages="tail.stages")
+#: dimensions that exist only for the staged tails (fixed to their default otherwise)
+TAIL_CONDITIONAL = ("tail_conv_hr", "tail_stages")
+#: label of a binary conv_hr's choices with tail granularity layer
+CONV_HR_LABEL = "tail.conv_hr"
 
 
 def _pos_int(v: Any) -> bool:
@@ -87,7 +111,16 @@ _ARCH_CHECKS = {
                            and 0 < v < float("inf"), "finite numbers > 0"),
     "input_mean": (lambda v: v in INPUT_MEANS, f"values of {list(INPUT_MEANS)}"),
     "image_skip": (lambda v: v in IMAGE_SKIPS, f"values of {list(IMAGE_SKIPS)}"),
+    "head_act": (lambda v: v in HEAD_ACTS, f"values of {list(HEAD_ACTS)}"),
+    "tail_conv_hr": (lambda v: v in TAIL_CONV_HRS, f"values of {list(TAIL_CONV_HRS)}"),
+    "tail_stages": (lambda v: v in TAIL_STAGES, f"values of {list(TAIL_STAGES)}"),
 }
+
+
+def _conditional_value(name: str, tail: str, values: Tuple[Any, ...]) -> "Tuple[Any, ...]":
+    """The values a conditional dimension takes under ``tail``: its list for a staged tail,
+    else the one value the tail allows (the field's default)."""
+    return values if tail in STAGED_TAILS else (OMIT_AT_DEFAULT[name],)
 
 
 @dataclass(frozen=True)
@@ -229,8 +262,18 @@ class SearchSpace:
         return f"shared.{name}"
 
     @staticmethod
-    def _tail_label(gran: str, j: int, name: str) -> str:
-        return f"tail.{j}.{name}" if gran == "layer" else f"tail.shared.{name}"
+    def _tail_label(gran: str, j: int, name: str, n_stages: int = 1 << 30) -> str:
+        """Label of tail conv ``j``: ``tail.<j>.<choice>`` for upsampler stage j,
+        ``tail.conv_hr.<choice>`` for the binary conv_hr (``j >= n_stages``), or
+        ``tail.shared.<choice>``."""
+        if gran != "layer":
+            return f"tail.shared.{name}"
+        return f"tail.{j}.{name}" if j < n_stages else f"{CONV_HR_LABEL}.{name}"
+
+    def _tail_labeler(self, tail: str, tail_stages: str):
+        """The label function of the tail convs of ``tail`` (stage convs, then conv_hr)."""
+        n_stages = len(upsample_stages(self.scale, tail_stages)) if tail == "binary_repeat" else 0
+        return lambda gran, j, name: self._tail_label(gran, j, name, n_stages)
 
     # -- sampling ------------------------------------------------------------------------
     @staticmethod
@@ -250,14 +293,19 @@ class SearchSpace:
         )
 
     def sample(self, trial: Any) -> ArchSpec:
-        """Build a spec by ``trial.suggest_categorical`` calls (an optuna Trial/FixedTrial)."""
+        """Build a spec by ``trial.suggest_categorical`` calls (an optuna Trial/FixedTrial).
+        ``tail.conv_hr`` / ``tail.stages`` are suggested only under a staged tail."""
         memo: Dict[str, Any] = {}
-        a = {name: self._pick(trial, ARCH_LABELS[name], values, memo)
-             for name, values in self.arch.items()}
+        a: Dict[str, Any] = {}
+        for name, values in self.arch.items():
+            if name in TAIL_CONDITIONAL:
+                values = _conditional_value(name, a["tail"], values)
+            a[name] = self._pick(trial, ARCH_LABELS[name], values, memo)
         n_body = a["blocks"] * CONVS_PER_BLOCK if a["body"] == "binary" else 0
         layers = self._layers(trial, self.layer, n_body, self._body_label, memo)
-        n_tail = tail_conv_count(a["tail"], self.scale)
-        tail_layers = self._layers(trial, self.tail_layer, n_tail, self._tail_label, memo)
+        n_tail = tail_conv_count(a["tail"], self.scale, a["tail_stages"], a["tail_conv_hr"])
+        tail_layers = self._layers(trial, self.tail_layer, n_tail,
+                                   self._tail_labeler(a["tail"], a["tail_stages"]), memo)
         return ArchSpec(scale=self.scale, layers=layers, tail_layers=tail_layers, **a)
 
     def random(self, rng: _random.Random) -> ArchSpec:
@@ -275,12 +323,17 @@ class SearchSpace:
         params: Dict[str, Any] = {}
         for name, values in self.arch.items():
             v = getattr(spec, name)
+            if name in TAIL_CONDITIONAL:
+                values = _conditional_value(name, spec.tail, values)
             if not any(v == x and type(v) is type(x) for x in values):
-                raise ValueError(f"spec.{name} = {v!r} is not in the space; allowed: {list(values)}")
+                where = f" with tail {spec.tail!r}" if name in TAIL_CONDITIONAL else ""
+                raise ValueError(f"spec.{name} = {v!r} is not in the space; allowed{where}: "
+                                 f"{list(values)}")
             if len(values) > 1:
                 params[ARCH_LABELS[name]] = v
         self._invert(spec.layers, self.layer, self._body_label, "layers", params)
-        self._invert(spec.tail_layers, self.tail_layer, self._tail_label, "tail_layers", params)
+        self._invert(spec.tail_layers, self.tail_layer,
+                     self._tail_labeler(spec.tail, spec.tail_stages), "tail_layers", params)
         return params
 
     @staticmethod
@@ -321,7 +374,7 @@ class SearchSpace:
         a = self.arch
         outer = (len(a["channels"]) * len(a["head"]) * len(a["global_skip"])
                  * len(a["block_residual"]) * len(a["residual_alignment"])
-                 * len(a["input_mean"]) * len(a["image_skip"]))
+                 * len(a["input_mean"]) * len(a["image_skip"]) * len(a["head_act"]))
         body_sum = 0
         for b in a["blocks"]:
             for body in a["body"]:
@@ -332,8 +385,10 @@ class SearchSpace:
                     body_sum += 1
         tail_sum = 0
         for t in a["tail"]:
-            n = tail_conv_count(t, self.scale)
-            tail_sum += self._count(self.tail_layer, {"layer": n, "shared": 1}) if n else 1
+            for hr in _conditional_value("tail_conv_hr", t, a["tail_conv_hr"]):
+                for st in _conditional_value("tail_stages", t, a["tail_stages"]):
+                    n = tail_conv_count(t, self.scale, st, hr)
+                    tail_sum += self._count(self.tail_layer, {"layer": n, "shared": 1}) if n else 1
         return outer * body_sum * tail_sum
 
     def labels(self, spec: ArchSpec) -> List[str]:

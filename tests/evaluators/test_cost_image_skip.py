@@ -22,7 +22,7 @@ SPEC_A = ArchSpec(
     layers=(LayerSpec(parts=2, threshold="channel", bias=True, norm="bn", skip="fp"),
             LayerSpec(weight_scale="channel_mean", nonlinearity="rprelu", rescale="spatial")),
 )
-FLOPS_A = 20190  # test_cost.py's hand count (normalisation with mean: 900 of it)
+FLOPS_A = 20310  # test_cost.py's hand count (normalisation with mean: 900 of it)
 
 
 @pytest.mark.parametrize("skip, taps_plus_add", [("none", 0), ("nearest", 1), ("bilinear", 5),

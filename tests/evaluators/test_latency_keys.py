@@ -25,7 +25,7 @@ from evaluators.latency_timing import (MIN_ROTATION, combine_rounds, quantile, s
 from ops.choices import CHOICES, TRAINING_ONLY
 from space.builder import build
 from space.space import SearchSpace
-from space.spec import ArchSpec, LayerSpec
+from space.spec import ArchSpec, LayerSpec, tail_conv_count
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SPACE = REPO / "configs" / "space" / "default.yaml"
@@ -190,8 +190,9 @@ def _module_units(spec, size):
 def test_decomposition_mirrors_the_built_model(seed):
     size = (3, 6, 5)
     spec = _random_specs(1, seed=100 + seed)[0]
+    n_tail = tail_conv_count(spec.tail, 4, spec.tail_stages, spec.tail_conv_hr)
     spec = spec.replace(blocks=2, layers=spec.layers[:4], scale=4,
-                        tail_layers=spec.tail_layers * 2)
+                        tail_layers=spec.tail_layers[:1] * n_tail)
     keys = decompose(spec, size)
     convs, shuffles, shape = _module_units(spec, size)
     bconv = [k for k in keys if k["kind"] == "bconv"]

@@ -35,8 +35,12 @@ def _randomize(model: nn.Module, seed: int) -> nn.Module:
 def _with_tail(spec, tail: str, scale: int):
     """``spec`` at ``scale`` with ``tail``; binary tail convs reuse a sampled tail conv."""
     layer = spec.tail_layers[0] if spec.tail_layers else LayerSpec(skip="fp", parts=2)
-    return spec.replace(scale=scale, tail=tail,
-                        tail_layers=(layer,) * tail_conv_count(tail, scale))
+    # the sampled conv_hr / staging stay where the new tail allows them (staged tails only)
+    staged = tail != "fp_one_stage"
+    hr = spec.tail_conv_hr if staged else "none"
+    stages = spec.tail_stages if staged else "staged"
+    return spec.replace(scale=scale, tail=tail, tail_conv_hr=hr, tail_stages=stages,
+                        tail_layers=(layer,) * tail_conv_count(tail, scale, stages, hr))
 
 
 def _random_spec(seed: int, skip: str, mean: str, k: float, scale: int = 2):
