@@ -11,19 +11,12 @@ from torch import nn
 import ops.native as native
 from ops import BinaryBlock, BinaryConv2d, BinaryUpsampler
 from ops.native.runtime import NativeBinaryConv2d
+from tests.model_helpers import perturb  # noqa: E402
 
 
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
     """Move every parameter and BN statistic away from its init so nothing is trivially 1/0."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn(p.shape, generator=g))
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(0.5 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-    return model.eval()
+    return perturb(model, seed)
 
 
 def assert_matches(model: nn.Module, x: torch.Tensor, channels_last: bool = True):

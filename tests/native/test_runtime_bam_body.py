@@ -8,6 +8,7 @@ from torch import nn
 import ops.native as native
 from ops.native import kernels
 from ops.native.runtime import NativeBinaryConv2d
+from tests.model_helpers import perturb  # noqa: E402
 
 builder = pytest.importorskip("space.builder")
 spec_mod = pytest.importorskip("space.spec")
@@ -15,16 +16,8 @@ LayerSpec, uniform = spec_mod.LayerSpec, spec_mod.uniform
 
 
 def _randomized(spec, seed):
-    g = torch.Generator().manual_seed(seed)
-    model = builder.build(spec)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=g))
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.3, generator=g)
-                m.running_var.uniform_(0.5, 1.5, generator=g)
-    return model.eval()
+    torch.manual_seed(seed)  # build()'s own init too: the model is a function of the seed
+    return perturb(builder.build(spec), seed, weight_std=0.1, bn="normal")
 
 
 SPECS = {

@@ -14,6 +14,7 @@ from ops.native.runtime import NativeBinaryConv2d
 from space.builder import build
 from space.space import SearchSpace
 from space.spec import LayerSpec, tail_conv_count
+from tests.model_helpers import perturb  # noqa: E402
 
 DEFAULT_SPACE = Path(__file__).resolve().parents[2] / "configs" / "space" / "default.yaml"
 BBCU_TAIL = LayerSpec(threshold="channel", act_estimator="approx_sign", skip="fp",
@@ -21,15 +22,7 @@ BBCU_TAIL = LayerSpec(threshold="channel", act_estimator="approx_sign", skip="fp
 
 
 def _randomize(model: nn.Module, seed: int) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn(p.shape, generator=g))
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(0.5 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-    return model.eval()
+    return perturb(model, seed)
 
 
 E2FIF = LayerSpec(act_estimator="approx_sign", bias=True, norm="bn", skip="fp")

@@ -14,6 +14,7 @@ from ops.native.runtime import NativeBinaryConv2d
 from space.builder import build
 from space.space import SearchSpace
 from space.spec import IMAGE_SKIPS, LayerSpec, tail_conv_count
+from tests.model_helpers import perturb  # noqa: E402
 
 DEFAULT_SPACE = Path(__file__).resolve().parents[2] / "configs" / "space" / "default.yaml"
 TAILS = ("fp_two_stage", "fp_one_stage", "binary_repeat")
@@ -21,15 +22,7 @@ NORMALISATIONS = [("div2k", 255.0), ("none", 130.0), ("div2k", 1.0)]
 
 
 def _randomize(model: nn.Module, seed: int) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn(p.shape, generator=g))
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(0.5 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-    return model.eval()
+    return perturb(model, seed)
 
 
 def _with_tail(spec, tail: str, scale: int):

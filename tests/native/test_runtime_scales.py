@@ -10,18 +10,11 @@ import ops.native as native
 from ops import BamHistory, BinaryBlock, BinaryConv2d
 from ops.native import kernels
 from ops.native.runtime import NativeBinaryConv2d
+from tests.model_helpers import perturb  # noqa: E402
 
 
 def randomize(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=g))
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(0.5 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-    return model.eval()
+    return perturb(model, seed, weight_std=0.3)
 
 
 def assert_matches(model, x, channels_last=True):

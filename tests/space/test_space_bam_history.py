@@ -9,6 +9,7 @@ from ops import BinaryConv2d
 from space import layout as L
 from space.builder import build
 from space.spec import LayerSpec, uniform
+from tests.model_helpers import perturb  # noqa: E402
 
 D1, D2, D3 = (LayerSpec(bam_depth=d, norm="bn", skip="fp") for d in (1, 2, 3))
 PLAIN = LayerSpec(skip="fp")
@@ -72,15 +73,7 @@ def test_built_model_threads_one_history_as_the_layout_says(tail):
 
 
 def _randomize(model, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn(p.shape, generator=g))
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.3, generator=g)
-                m.running_var.uniform_(0.5, 1.5, generator=g)
-    return model.eval()
+    return perturb(model, seed, bn="normal")
 
 
 def _by_hand(model, spec, x):
