@@ -1,11 +1,7 @@
 """Checkpoint format 2: only tensors and plain values; loading never runs code from the file."""
 from __future__ import annotations
 
-import os
-import pathlib
-import pickle
 import random
-import shlex
 
 import numpy as np
 import pytest
@@ -14,35 +10,9 @@ import torch.nn as nn
 
 from evaluators.checkpoint import FORMAT, load_checkpoint, load_model, save_checkpoint
 from evaluators.training import CHECKPOINT_NAME, TrainConfig, rng_state, set_rng_state, train
+from tests.evil_pickles import SystemTouch, TouchMarker, write_evil  # noqa: E402
 
 REFUSED = "is not a current bsrnas checkpoint"
-
-
-class TouchMarker:
-    """Unpickling this creates ``marker`` (via pathlib.Path.touch)."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
-
-
-class SystemTouch(TouchMarker):
-    """Unpickling this runs a shell command (os.system) that creates ``marker``."""
-
-    def __reduce__(self):
-        return (os.system, (f"touch {shlex.quote(self.marker)}",))
-
-
-def write_evil(path, marker, how="torch", evil=TouchMarker):
-    payload = {"format": "bsrnas-checkpoint-1", "x": evil(marker)}
-    if how == "torch":
-        torch.save(payload, path)
-    else:
-        with open(path, "wb") as fh:
-            pickle.dump(payload, fh)
-    return path
 
 
 class TinySR(nn.Module):

@@ -14,6 +14,7 @@ from evaluators.data import SRImageSet
 from evaluators.evaluate import bicubic_sr_fn, evaluate
 from nas.cli import main
 from nas.commands.eval import parse_scales
+from tests.evil_pickles import SystemTouch, TouchMarker, write_evil  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -133,47 +134,11 @@ def test_eval_checkpoint(tiny_root, tmp_path, capsys):
     assert json.loads(out.read_text())["results"][0]["psnr_y"] == pytest.approx(direct["psnr_y"])
 
 
-class _TouchMarker:
-    """Unpickling this creates ``marker`` (pathlib.Path.touch): a stand-in for any code."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        import pathlib
-
-        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
-
-
-class _SystemTouch(_TouchMarker):
-    """Unpickling this runs a shell command (os.system) that creates ``marker``."""
-
-    def __reduce__(self):
-        import os
-        import shlex
-
-        return (os.system, (f"touch {shlex.quote(self.marker)}",))
-
-
-def _evil_file(path, marker, how, evil=_TouchMarker):
-    import pickle
-
-    import torch
-
-    payload = {"format": "bsrnas-checkpoint-1", "x": evil(marker)}
-    if how == "torch":
-        torch.save(payload, path)
-    else:
-        with open(path, "wb") as fh:
-            pickle.dump(payload, fh)
-    return path
-
-
-@pytest.mark.parametrize("how,evil", [("torch", _TouchMarker), ("pickle", _SystemTouch),
-                                      ("torch", _SystemTouch)])
+@pytest.mark.parametrize("how,evil", [("torch", TouchMarker), ("pickle", SystemTouch),
+                                      ("torch", SystemTouch)])
 def test_eval_refuses_malicious_checkpoint(tmp_path, capsys, how, evil):
     marker = tmp_path / "MARKER"
-    path = _evil_file(tmp_path / "evil.pt", marker, how, evil)
+    path = write_evil(tmp_path / "evil.pt", marker, how, evil)
     rc = main(["eval", "--model", str(path)])
     assert not marker.exists(), "bsrnas eval ran code from the checkpoint"
     assert rc == 2
@@ -186,7 +151,7 @@ def test_eval_refuses_malicious_checkpoint(tmp_path, capsys, how, evil):
 def test_eval_malicious_checkpoint_subprocess(tmp_path):
     # a plain pickle (protocol 4): torch's own warning about it must not clutter the message
     marker = tmp_path / "MARKER"
-    path = _evil_file(tmp_path / "evil.pt", marker, "pickle", _SystemTouch)
+    path = write_evil(tmp_path / "evil.pt", marker, "pickle", SystemTouch)
     proc = subprocess.run([sys.executable, "-m", "nas.cli", "eval", "--model", str(path)],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert not marker.exists(), "python -m nas.cli eval ran code from the checkpoint"

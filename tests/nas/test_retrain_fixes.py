@@ -3,15 +3,10 @@ config paths from any folder, and --steps."""
 from __future__ import annotations
 
 import json
-import os
-import pathlib
-import pickle
-import shlex
 import shutil
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from evaluators.checkpoint import load_checkpoint
@@ -20,6 +15,7 @@ import nas.paths as paths_mod  # noqa: E402
 import nas.retrain as retrain_mod
 from nas.retrain import RetrainConfig
 from space.spec import LayerSpec, uniform
+from tests.evil_pickles import SystemTouch, TouchMarker, write_evil  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = uniform(2, 8, 1, LayerSpec(weight_scale="channel_mean", skip="fp"))
@@ -28,19 +24,6 @@ TINY = {"train": {"steps": 2, "batch": 1, "patch": 16, "lr": 1e-3, "schedule": "
                   "log_every": 1, "threads": 1, "device": "cpu"},
         "eval": {"sets": ["Set5"], "sample_images": 0, "sample_crop": 16}}
 REFUSED = "is not a current bsrnas checkpoint"
-
-
-class TouchMarker:
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
-
-
-class SystemTouch(TouchMarker):
-    def __reduce__(self):
-        return (os.system, (f"touch {shlex.quote(self.marker)}",))
 
 
 def _write(tmp_path, config=TINY, spec=SPEC, name="spec.json"):
@@ -58,18 +41,15 @@ def _one_error_line(err, command="retrain"):
     return lines[0]
 
 
+
+
 @pytest.mark.parametrize("how,evil", [("torch", TouchMarker), ("pickle", SystemTouch)])
 def test_resume_refuses_malicious_checkpoint_in_run_dir(tmp_path, capsys, how, evil):
     spec, cfg = _write(tmp_path)
     run = tmp_path / "run"
     run.mkdir()
     marker = tmp_path / "MARKER"
-    payload = {"format": "bsrnas-checkpoint-1", "x": evil(marker)}
-    if how == "torch":
-        torch.save(payload, run / "checkpoint.pt")
-    else:
-        with open(run / "checkpoint.pt", "wb") as fh:
-            pickle.dump(payload, fh)
+    write_evil(run / "checkpoint.pt", marker, how, evil)
     rc = main(["retrain", "--spec", str(spec), "--config", str(cfg), "--run-dir", str(run),
                "--resume", "--no-progress"])
     assert not marker.exists(), "retrain --resume ran code from the checkpoint"
