@@ -142,6 +142,30 @@ def _report(args, rows: List[Dict], tau: float, rho: float, wall: float, command
     return "\n".join(lines) + "\n"
 
 
+def seed_spread(args, rows: List[Dict]) -> str:
+    """The proxy's seed-to-seed spread: per-spec sample std of its PSNR_Y over the seeds, and
+    the rank agreement of the main seed's proxy with each other seed's (a ceiling for tau: the
+    proxy cannot predict the reference better than it predicts itself under another seed)."""
+    if not args.spread:
+        return ""
+    seeds = [args.seed] + args.spread
+    cols = [[r["proxy"]["psnr_y"] for r in rows]] + [[r[f"proxy_seed{s}"]["psnr_y"] for r in rows]
+                                                       for s in args.spread]
+    stds = np.std(np.array(cols), axis=0, ddof=1)
+    taus = [kendall_tau_b(cols[0], c) for c in cols[1:]]
+    return "\n".join([
+        "",
+        f"**Seed-to-seed spread of the proxy** ({args.proxy_steps} steps, seeds "
+        f"{', '.join(map(str, seeds))}: initialisation and patch stream): per-spec std of PSNR_Y "
+        f"median {np.median(stds):.2f} dB, max {np.max(stds):.2f} dB; Kendall tau-b of seed "
+        f"{args.seed}'s proxy ranking against seed " + ", ".join(
+            f"{s}'s: {t:.3f}" for s, t in zip(args.spread, taus))
+        + " (beside the proxy-vs-reference tau above: ranks that differ by less than the spread "
+          "are not resolved by the proxy).",
+        "",
+    ]) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.proxy_fidelity", description=__doc__.split("\n")[0])
     ap.add_argument("--random", type=int, default=6, help="random specs besides the presets")
@@ -153,6 +177,8 @@ def main(argv=None) -> int:
     ap.add_argument("--patch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--spread-seeds", default="1,2",
+                    help="other seeds of the proxy budget, for its seed-to-seed spread (comma list; '' for none)")
     # 1 thread: at this size a step is too small to split, and on a shared 2-core machine two
     # spinning oneDNN threads per process slowed steps down up to 70x in our measurements.
     ap.add_argument("--threads", type=int, default=1)
@@ -164,6 +190,12 @@ def main(argv=None) -> int:
     ap.add_argument("--section", default=SECTION, help="BENCHMARKS.md section to rewrite")
     ap.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
     args = ap.parse_args(argv)
+    try:
+        args.spread = [int(t) for t in args.spread_seeds.split(",") if t.strip()]
+    except ValueError:
+        ap.error(f"--spread-seeds: {args.spread_seeds!r} is not a comma-separated list of integers")
+    if args.seed in args.spread:
+        ap.error(f"--spread-seeds: {args.seed} is the main --seed; give other seeds")
 
     from evaluators.proxy import ProxyEvaluator
 
@@ -175,6 +207,8 @@ def main(argv=None) -> int:
                   data_root=args.data_root)
     evaluators = {"proxy": ProxyEvaluator(steps=args.proxy_steps, **common),
                   "long": ProxyEvaluator(steps=args.proxy_steps * args.factor, **common)}
+    for s in args.spread:  # the proxy budget again with another seed (init and patch stream)
+        evaluators[f"proxy_seed{s}"] = ProxyEvaluator(steps=args.proxy_steps, **dict(common, seed=s))
     from evaluators.evaluate import bicubic_sr_fn, evaluate
 
     val = evaluators["proxy"].val_items(2)
@@ -183,13 +217,13 @@ def main(argv=None) -> int:
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     key = json.dumps({k: v for k, v in vars(args).items()
-                      if k not in ("out", "work_dir", "val_count", "bicubic", "section")},
+                      if k not in ("out", "work_dir", "val_count", "bicubic", "section", "spread_seeds", "spread")},
                      sort_keys=True)
     store = work / "scores.json"
     scores = json.loads(store.read_text()) if store.exists() else {}
     if scores.get("key") != key:
         scores = {"key": key, "rows": {}}
-    for budget in ("proxy", "long"):  # all proxies first: a cut-short study still shows them
+    for budget in ["proxy", "long"] + [f"proxy_seed{s}" for s in args.spread]:  # proxies first
         for label, spec in specs:
             row = scores["rows"].setdefault(spec.id, {"label": label, "id": spec.id})
             if budget in row:
@@ -208,8 +242,10 @@ def main(argv=None) -> int:
     tau, rho = kendall_tau_b(p, q), spearman_rho(p, q)
     # wall time of the study = sum of the per-evaluation wall times (survives a resume)
     wall = sum(r[b]["wall_seconds"] for r in rows for b in ("proxy", "long"))
+    wall += sum(r[f"proxy_seed{s}"]["wall_seconds"] for r in rows for s in args.spread)
     write_section(Path(args.out), args.section,
-                  _report(args, rows, tau, rho, wall, command, scores.get("load_average", float("nan"))))
+                  _report(args, rows, tau, rho, wall, command, scores.get("load_average", float("nan")))
+                  + seed_spread(args, rows))
     print(f"Kendall tau-b = {tau:.3f}, Spearman rho = {rho:.3f} over {len(rows)} specs; "
           f"written to {args.out} (section {args.section})")
     return 0
