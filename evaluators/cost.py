@@ -122,16 +122,6 @@ _NONLIN_FLOPS = {"none": 0, "prelu": 2, "leaky_relu": 2, "rprelu": 4}
 _NONLIN_PARAMS = {"none": 0, "prelu": 1, "leaky_relu": 0, "rprelu": 3}
 
 
-def _check_input_size(input_size: Sequence[int]) -> Tuple[int, int, int]:
-    ok = (isinstance(input_size, (tuple, list)) and len(input_size) == 3
-          and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in input_size)
-          and input_size[0] == 3)
-    if not ok:
-        raise ValueError(f"invalid input_size {input_size!r}; allowed: (3, H, W) with H, W "
-                         f"positive ints (an RGB image)")
-    return tuple(input_size)  # type: ignore[return-value]
-
-
 def rescale_channel_flops(cin: int, cout: int, hw: int) -> int:
     """FLOPs of the channel mode of ``ops.rescale`` (L and G) on one image (module doc)."""
     pool = 2 * cin * hw + cin                          # |X|, per-channel sums, divides
@@ -362,7 +352,7 @@ def unit_costs(spec: ArchSpec, input_size: Sequence[int] = DEFAULT_INPUT_SIZE
     their sum (the peak: their max)."""
     if not isinstance(spec, ArchSpec):
         raise ValueError(f"invalid spec {type(spec).__name__}; allowed: a space.spec.ArchSpec")
-    units = layout(spec, _check_input_size(input_size))
+    units = layout(spec, input_size)  # layout checks the size (ValueError naming it)
     ctx = _Context(units)
     out = []
     for u in units:

@@ -52,6 +52,15 @@ class TrainingDiverged(RuntimeError):
         self.loss = float(loss)
 
 
+class TrainConfigError(ValueError):
+    """A ``TrainConfig`` value out of range: ``field``, ``value`` and what is ``allowed`` (so a
+    caller holding the same settings under another name can report them in its own terms)."""
+
+    def __init__(self, field: str, value: Any, allowed: Any):
+        super().__init__(f"invalid train config {field} = {value!r}; allowed: {allowed}")
+        self.field, self.value, self.allowed = field, value, allowed
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines one training run (the model and data aside).
@@ -82,7 +91,7 @@ class TrainConfig:
 
     def __post_init__(self):
         def bad(name, value, allowed):
-            raise ValueError(f"invalid train config {name} = {value!r}; allowed: {allowed}")
+            raise TrainConfigError(name, value, allowed)
 
         def is_int(v):
             return isinstance(v, (int, np.integer)) and not isinstance(v, bool)

@@ -99,10 +99,6 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-SCHEDULES = ("cosine", "step")
-DEVICES = ("cpu", "cuda", "auto")
-
-
 @dataclass(frozen=True)
 class EvaluatorSettings:
     """The ``evaluator`` section: the keyword arguments of ``evaluators.proxy.ProxyEvaluator``
@@ -127,28 +123,25 @@ class EvaluatorSettings:
             if not ok:
                 raise _err(f"evaluator.{name}", getattr(self, name), allowed)
 
-        for name in ("steps", "batch", "patch"):
-            v = getattr(self, name)
-            check(name, _is_int(v) and v >= 1, "an integer >= 1")
-        check("seed", _is_int(self.seed) and self.seed >= 0, "an integer >= 0")
-        lr = self.lr
-        if isinstance(lr, str):  # PyYAML reads 1e-3 (no dot) as a string
+        if isinstance(self.lr, str):  # PyYAML reads 1e-3 (no dot) as a string
             try:
-                object.__setattr__(self, "lr", float(lr))
+                object.__setattr__(self, "lr", float(self.lr))
             except ValueError:
                 pass
-        check("lr", _is_num(self.lr) and 0 < self.lr < float("inf"), "a finite number > 0")
+        # the training settings are checked by the TrainConfig the proxy builds from them
+        from evaluators.training import TrainConfig, TrainConfigError
+
+        try:
+            TrainConfig(steps=self.steps, batch=self.batch, patch=self.patch, lr=self.lr,
+                        schedule=self.schedule, seed=self.seed, grad_clip=self.grad_clip,
+                        threads=self.threads, device=self.device)
+        except TrainConfigError as exc:
+            raise _err(f"evaluator.{exc.field}", exc.value, exc.allowed) from None
         object.__setattr__(self, "lr", float(self.lr))
-        check("threads", self.threads is None or (_is_int(self.threads) and self.threads >= 1),
-              "null or an integer >= 1")
-        check("schedule", self.schedule in SCHEDULES, str(list(SCHEDULES)))
         check("val_set", self.val_set is None or (isinstance(self.val_set, str) and self.val_set),
               "null or the name of a set under data.root (e.g. Set5)")
         check("max_val_images", self.max_val_images is None
               or (_is_int(self.max_val_images) and self.max_val_images >= 1), "null or an integer >= 1")
-        check("device", self.device in DEVICES, str(list(DEVICES)))
-        check("grad_clip", self.grad_clip is None or (_is_num(self.grad_clip) and self.grad_clip > 0),
-              "null or a number > 0")
         check("progress", isinstance(self.progress, bool), "true or false")
 
     @classmethod

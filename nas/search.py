@@ -130,6 +130,12 @@ def _describe(changes) -> str:
     return "; ".join(f"{k}: stored {a!r}, given {b!r}" for k, a, b in changes)
 
 
+def _next_front(base: str, fronts: List[str]) -> str:
+    """The folder of the next separate front: ``base/front-K``, K one above the highest so far."""
+    k = max([1] + [int(os.path.basename(d)[len(FRONT_PREFIX):]) for d in fronts if d != base]) + 1
+    return os.path.join(base, f"{FRONT_PREFIX}{k}")
+
+
 def choose_run_dir(cfg: Mapping[str, Any], resume: bool, new_front: bool) -> str:
     """The folder this search works in: ``cfg['run_dir']`` itself, the front inside it whose
     proxy settings equal the given ones (``--resume``), or a new ``front-K`` (``new_front``).
@@ -140,8 +146,7 @@ def choose_run_dir(cfg: Mapping[str, Any], resume: bool, new_front: bool) -> str
         return base
     given = config_mod.proxy_settings(cfg)
     if new_front:
-        k = max([1] + [int(os.path.basename(d)[len(FRONT_PREFIX):]) for d in fronts if d != base]) + 1
-        return os.path.join(base, f"{FRONT_PREFIX}{k}")
+        return _next_front(base, fronts)
     if not resume:
         return base  # Search refuses an existing study without --resume
     for d in reversed(fronts):
@@ -150,11 +155,10 @@ def choose_run_dir(cfg: Mapping[str, Any], resume: bool, new_front: bool) -> str
     latest = fronts[-1]
     stored = _stored_proxy(_stored_config(latest))
     changes = config_mod.changed_keys(stored, given) if stored is not None else [("proxy settings", "unreadable", "given")]
-    nxt = max([1] + [int(os.path.basename(d)[len(FRONT_PREFIX):]) for d in fronts if d != base]) + 1
     raise ValueError(
         f"--resume: the proxy settings differ from those of the search in {latest!r} ({_describe(changes)}); "
         "scores of different proxies cannot share one front. Resume with the same settings, or pass "
-        f"--new-front to start a separate front in {os.path.join(base, FRONT_PREFIX + str(nxt))!r} "
+        f"--new-front to start a separate front in {_next_front(base, fronts)!r} "
         f"(the trials in {latest!r} are kept)"
     )
 
@@ -244,12 +248,6 @@ class Search:
                         f"(stored {stored[key]!r}, given {self._comparable()[key]!r}); "
                         "resume with the same config or choose another --run-dir"
                     )
-            proxy = _stored_proxy(stored)
-            given = config_mod.proxy_settings(self.cfg)
-            if proxy is not None and proxy != given:  # choose_run_dir normally catches this first
-                raise ValueError(f"--resume: the proxy settings differ from the stored config.yaml "
-                                 f"({_describe(config_mod.changed_keys(proxy, given))}); pass --new-front "
-                                 "to start a separate front")
 
     def _comparable(self) -> Dict[str, Any]:
         return {"space_text": _space_text(self.cfg["space"]),
@@ -405,9 +403,6 @@ class Search:
         from nas.outputs import search_outputs
 
         return search_outputs(self)
-
-
-from nas.outputs import write_outputs  # noqa: E402,F401  (moved; imported from here too)
 
 
 def run(cfg: Mapping[str, Any], *, resume: bool = False, new_front: bool = False,

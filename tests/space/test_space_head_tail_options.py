@@ -15,22 +15,9 @@ from space.builder import build
 from space.spec import (HEAD_ACTS, TAIL_CONV_HRS, TAIL_STAGES, ArchSpec, LayerSpec,
                         tail_conv_count, uniform)
 
-# canonical JSON / id of a spec made before the three fields existed (copied from
-# tests/space/test_space_image_skip.py, which computed it with the older code)
-OLD_JSON = (
-    '{"block_residual":true,"blocks":1,"body":"binary","channels":4,"global_skip":true,'
-    '"head":"conv3","layers":[{"act_estimator":"ste","bam_depth":0,"bias":false,'
-    '"nonlinearity":"none","nonlinearity_at":"after_skip","norm":"none","parts":2,"rescale":"none",'
-    '"skip":"fp","threshold":"zero","threshold_kernel":3,"weight_estimator":"identity",'
-    '"weight_scale":"none"},{"act_estimator":"ste","bam_depth":0,"bias":false,'
-    '"nonlinearity":"none","nonlinearity_at":"after_skip","norm":"none","parts":2,"rescale":"none",'
-    '"skip":"fp","threshold":"zero","threshold_kernel":3,"weight_estimator":"identity",'
-    '"weight_scale":"none"}],"residual_alignment":130.0,"scale":2,"tail":"binary_repeat",'
-    '"tail_layers":[{"act_estimator":"ste","bam_depth":0,"bias":false,"nonlinearity":"none",'
-    '"nonlinearity_at":"after_skip","norm":"none","parts":1,"rescale":"none","skip":"fp",'
-    '"threshold":"zero","threshold_kernel":3,"weight_estimator":"identity","weight_scale":"none"}]}'
-)
-OLD_ID = "20972aa4631b"
+# canonical JSON / id of a spec made before the three fields existed (computed by the older code)
+from test_space_image_skip import OLD_ID, OLD_JSON  # noqa: E402
+
 NEW = ("head_act", "tail_conv_hr", "tail_stages")
 TL = LayerSpec(skip="fp")
 
