@@ -85,3 +85,15 @@ def test_eval_image_of_the_smallest_allowed_size_is_scored(tmp_path, capsys):
                  "--json", str(out)]) == 0
     (row,) = json.loads(out.read_text())["results"]
     assert row["images"] == 1 and np.isfinite(row["psnr_y"]) and 0 < row["ssim_y"] <= 1
+
+
+def test_output_piped_into_a_closed_reader_is_no_error():
+    """`bsrnas eval ... | head -1`: the reader goes away after one line; no traceback, status 0."""
+    import subprocess
+    import sys
+
+    cmd = f"{sys.executable} -m nas.cli eval --model bicubic --scales 2,3,4 | head -1"
+    out = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert out.stdout.startswith("model: bicubic")
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
+    assert out.returncode == 0, out.stderr
