@@ -9,6 +9,19 @@ Learning-rate schedules, a pure function of the step ``t`` (0-based) of ``T`` st
 
     step:    lr(t) = lr * gamma ** #{m in milestones : m <= t}
     cosine:  lr(t) = min_lr + (lr - min_lr) * (1 + cos(pi * t / T)) / 2
+    wsd:     lr(t) = lr                                              t <  S = T - D
+             lr(t) = min_lr + (lr - min_lr) * (1 + cos(pi * (t - S) / D)) / 2    t >= S
+             with D = ceil(decay * T) (warmup-stable-decay without warmup; Hagele et al., "Scaling
+             Laws and Compute-Optimal Training Beyond Fixed Training Durations", NeurIPS 2024:
+             a 20 % cool-down matches cosine)
+
+``wsd`` makes a training *continuable*: the state at the end of the stable phase (step ``S``,
+saved as ``stable.pt`` beside ``checkpoint.pt``) is the state of any longer run of the same
+seed at that step, so a run of ``T' > T`` steps resumes from it and pays only its own decay
+(the multi-fidelity search, ``nas.rungs``). ``progress_steps`` (default ``steps``) is the
+denominator of the training progress that annealed estimators read (``ops.set_progress``):
+a run continued to a longer schedule keeps one monotone progress when every run of the chain
+uses the longest run's ``steps`` there.
 
 Because the schedule is a pure function of ``t`` and the patch sampler is a pure function of
 ``(seed, step)``, the whole training state is (model, Adam moments, step, RNG states): a checkpoint
@@ -39,7 +52,9 @@ from evaluators.threads import torch_threads
 
 #: file name of the (latest, resumable) checkpoint inside a run folder.
 CHECKPOINT_NAME = "checkpoint.pt"
-SCHEDULES = ("step", "cosine")
+SCHEDULES = ("step", "cosine", "wsd")
+#: file name of the end-of-stable-phase checkpoint of a ``wsd`` run
+STABLE_NAME = "stable.pt"
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -67,7 +82,8 @@ class TrainConfig:
 
     ``patch`` is the HR patch side in pixels (the LR patch is ``patch // scale``), ``batch`` the
     number of patches per step. ``milestones`` and ``gamma`` are used by the 'step' schedule,
-    ``min_lr`` by 'cosine'. ``checkpoint_every`` = 0 saves only at the end (when a run folder is
+    ``min_lr`` by 'cosine' and 'wsd', ``decay`` (fraction of the steps in the cool-down) by
+    'wsd'. ``checkpoint_every`` = 0 saves only at the end (when a run folder is
     given); ``log_every`` is the step interval of TensorBoard scalars and of the loss history.
     ``threads`` sets ``torch.set_num_threads`` for the run (None: leave as is). ``device``:
     'auto' picks cuda when available, else cpu.
@@ -81,6 +97,8 @@ class TrainConfig:
     milestones: Tuple[int, ...] = ()
     gamma: float = 0.5
     min_lr: float = 0.0
+    decay: float = 0.2
+    progress_steps: Optional[int] = None
     betas: Tuple[float, float] = (0.9, 0.999)
     seed: int = 0
     checkpoint_every: int = 0
@@ -122,6 +140,11 @@ class TrainConfig:
             bad("gamma", self.gamma, "a number in (0, 1]")
         if not is_num(self.min_lr) or not 0 <= self.min_lr <= self.lr:
             bad("min_lr", self.min_lr, f"a number in [0, lr = {self.lr}]")
+        if not is_num(self.decay) or not 0 < self.decay <= 1:
+            bad("decay", self.decay, "a number in (0, 1] (the fraction of steps in the wsd cool-down)")
+        object.__setattr__(self, "decay", float(self.decay))
+        if self.progress_steps is not None and (not is_int(self.progress_steps) or self.progress_steps < self.steps):
+            bad("progress_steps", self.progress_steps, f"null or an integer >= steps = {self.steps}")
         b = tuple(self.betas) if hasattr(self.betas, "__iter__") else ()
         if len(b) != 2 or any(not is_num(x) or not 0 <= x < 1 for x in b):
             bad("betas", self.betas, "two numbers in [0, 1)")
@@ -144,7 +167,7 @@ class TrainConfig:
                 raise ValueError(f"unknown train config key {key!r}; allowed keys: {allowed}")
         values = dict(values)
         # PyYAML reads 1e-3 (no dot) as a string: accept numeric strings for the float fields.
-        for key in ("lr", "gamma", "min_lr", "grad_clip"):
+        for key in ("lr", "gamma", "min_lr", "grad_clip", "decay"):
             v = values.get(key)
             if isinstance(v, str):
                 try:
@@ -164,7 +187,20 @@ class TrainConfig:
         if self.schedule == "step":
             k = sum(1 for m in self.milestones if m <= step)
             return self.lr * self.gamma**k
+        if self.schedule == "wsd":
+            stable = self.stable_steps
+            if step < stable:
+                return self.lr
+            d = self.steps - stable
+            return self.min_lr + (self.lr - self.min_lr) * (1 + math.cos(math.pi * (step - stable) / d)) / 2
         return self.min_lr + (self.lr - self.min_lr) * (1 + math.cos(math.pi * step / self.steps)) / 2
+
+    @property
+    def stable_steps(self) -> int:
+        """``S = T - ceil(decay * T)``: steps of the constant phase of 'wsd' (0 otherwise)."""
+        if self.schedule != "wsd":
+            return 0
+        return self.steps - max(1, math.ceil(self.decay * self.steps - 1e-9))
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -286,7 +322,7 @@ def _plain(value: Any) -> Any:
 #: config fields that change the trajectory: a checkpoint resumes only under the same values
 #: (plus ``steps`` for the cosine schedule, whose shape depends on it).
 _TRAJECTORY_KEYS = ("batch", "patch", "lr", "schedule", "milestones", "gamma", "min_lr",
-                    "betas", "seed", "grad_clip")
+                    "betas", "seed", "grad_clip", "progress_steps")
 
 
 def check_resumable(path: Path, state: Mapping[str, Any], config: TrainConfig) -> None:
@@ -295,6 +331,15 @@ def check_resumable(path: Path, state: Mapping[str, Any], config: TrainConfig) -
     saved = state.get("train_config") or {}
     now = config.to_dict()
     keys = _TRAJECTORY_KEYS + (("steps",) if config.schedule == "cosine" else ())
+    if config.schedule == "wsd":
+        # a stable-phase state continues any wsd run whose own stable phase reaches past it
+        keys = keys + ("decay",)
+        step = int(state.get("step", 0) or 0)
+        if saved.get("steps") != now["steps"] and step > config.stable_steps:
+            raise ValueError(
+                f"cannot resume from {str(path)!r}: its step {step} lies past the stable phase of "
+                f"this wsd run (steps = {config.steps}, stable until {config.stable_steps}); "
+                "continue from a stable.pt or use the same steps")
     for key in keys:
         if key in saved and saved[key] != now[key]:
             raise ValueError(
@@ -407,7 +452,7 @@ def _train(model, sampler, config: TrainConfig, run_dir, resume, progress, write
     bar = tqdm(total=config.steps, initial=start, disable=not progress, desc="train", leave=False)
     try:
         for step in range(start, config.steps):
-            _set_progress(model, step / config.steps)
+            _set_progress(model, step / (config.progress_steps or config.steps))
             lr_now = config.lr_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr_now
@@ -434,6 +479,8 @@ def _train(model, sampler, config: TrainConfig, run_dir, resume, progress, write
                 or done == config.steps
             ):
                 _save(ckpt_path, spec, model, optimizer, config, done, loss_value)
+            if ckpt_path is not None and config.schedule == "wsd" and done == config.stable_steps:
+                _save(ckpt_path.with_name(STABLE_NAME), spec, model, optimizer, config, done, loss_value)
             bar.update(1)
             if progress and (step % 10 == 0 or done == config.steps):
                 bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr_now:.2e}")
@@ -443,7 +490,7 @@ def _train(model, sampler, config: TrainConfig, run_dir, resume, progress, write
             writer.close()
         elif writer is not None:
             writer.flush()
-        _set_progress(model, 1.0)
+        _set_progress(model, min(1.0, config.steps / (config.progress_steps or config.steps)))
     model.eval()
     return TrainResult(
         steps=config.steps,

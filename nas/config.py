@@ -25,6 +25,11 @@ Layout (every key optional except ``space``; defaults in ``DEFAULTS``)::
       device: cpu                  # cpu | cuda | auto
       grad_clip: null
       progress: false
+      rungs: null                  # e.g. [150, 600, 2400]: multi-fidelity search (nas.rungs);
+                                   # every rung trains with the wsd schedule, `steps` is unused
+      eta: 3                       # the top 1/eta of a rung (by two objectives) is promoted
+      decay: 0.2                   # wsd cool-down: the last 20 % of each rung's steps
+      seeds: 1                     # seeds averaged per rung (each rung trains K copies)
     data: {root: null}             # folder with train/T91, train/BSD200 and <Set>/HR; null = embedded images
     latency: {input_size: [3, 32, 32], path: null, threads: null}   # LatencyTable(...)
     engine:
@@ -117,6 +122,10 @@ class EvaluatorSettings:
     device: str = "cpu"
     grad_clip: Optional[float] = None
     progress: bool = False
+    rungs: Optional[List[int]] = None
+    eta: int = 3
+    decay: float = 0.2
+    seeds: int = 1
 
     def __post_init__(self):
         def check(name, ok, allowed):
@@ -138,6 +147,17 @@ class EvaluatorSettings:
         except TrainConfigError as exc:
             raise _err(f"evaluator.{exc.field}", exc.value, exc.allowed) from None
         object.__setattr__(self, "lr", float(self.lr))
+        check("decay", _is_num(self.decay) and 0 < self.decay <= 1,
+              "a number in (0, 1] (the fraction of each rung's steps in the cool-down)")
+        from evaluators.proxy import check_rungs
+
+        try:
+            rungs = check_rungs(self.rungs, float(self.decay))
+        except ValueError as exc:
+            raise ValueError(f"evaluator.{exc}") from None
+        object.__setattr__(self, "rungs", list(rungs) if rungs else None)
+        check("eta", _is_int(self.eta) and self.eta >= 2, "an integer >= 2 (the top 1/eta of a rung is promoted)")
+        check("seeds", _is_int(self.seeds) and self.seeds >= 1, "an integer >= 1 (seeds averaged per rung)")
         check("val_set", self.val_set is None or (isinstance(self.val_set, str) and self.val_set),
               "null or the name of a set under data.root (e.g. Set5)")
         check("max_val_images", self.max_val_images is None

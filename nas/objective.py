@@ -157,12 +157,30 @@ class Objective:
             )
             if cand.duplicate_of is not None:
                 metrics["duplicate_of"] = cand.duplicate_of.get("trial")
+            if result.get("rung") is not None:  # multi-fidelity: rung 0 (nas.rungs)
+                metrics.update(rung=0, psnr_y_by_rung=[metrics["psnr_y"]])
         metrics.update(extra or {})
         metrics["state"] = "COMPLETE"
         metrics = _jsonable(metrics)
         trial.set_user_attr("metrics", metrics)
         self.run.write_trial(cand.number, None, metrics)
         return float(metrics["psnr_y"]), float(metrics[self.cost_key])
+
+    # ------------------------------------------------------------------ promotions (nas.rungs)
+    def trial_spec(self, number: int):
+        """The ArchSpec a trial was sampled with (its ``spec.json``)."""
+        from space.spec import ArchSpec
+
+        with open(os.path.join(self.run.trial_dir(number), "spec.json")) as fh:
+            return ArchSpec.from_json(fh.read())
+
+    def evaluate_rung(self, number: int, rung: int) -> Dict[str, Any]:
+        """Continue trial ``number``'s training to rung ``rung`` (anywhere; the caller has the claim)."""
+        t0 = time.perf_counter()
+        result = dict(self.evaluator.evaluate(self.trial_spec(number), run_dir=self.run.trial_dir(number),
+                                              rung=rung))
+        result.setdefault("train_seconds", time.perf_counter() - t0)
+        return result
 
     def __call__(self, trial, known=None) -> Tuple[float, float]:
         """The whole trial in one process (Optuna engine)."""

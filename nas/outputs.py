@@ -120,7 +120,7 @@ def write_files(run: RunFolder, cost_key: str, study, title: Optional[str] = Non
                 bicubic: Optional[BicubicFn] = None, log: Optional[Callable[[str], None]] = None
                 ) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]], Optional[float]]:
     """Steps 1-2 of the module doc; returns ``(records, front, reference)``."""
-    recs = records(study)
+    recs = records(study, run)
     ref = reference(study, bicubic, recs, log)
     members = pareto.write_all(run.path, recs, cost_key, title, reference=ref)
     return recs, members, ref

@@ -70,8 +70,15 @@ def _check_cost_key(cost_key: str) -> None:
 
 
 def front(records: Sequence[Dict[str, Any]], cost_key: str = "latency_ms") -> List[Dict[str, Any]]:
-    """The feasible, non-dominated records, sorted by increasing cost (then trial number)."""
+    """The feasible, non-dominated records, sorted by increasing cost (then trial number).
+    Records of a multi-fidelity search (``psnr_y_by_rung``, ``nas.rungs``): the front of the
+    highest rung reached, each member's ``psnr_y`` its value there and ``rung`` set."""
     _check_cost_key(cost_key)
+    from nas import rungs
+
+    if rungs.has_rungs(records):
+        top = rungs.top_rung(records)
+        records = [] if top is None else rungs.view(records, top)
     feasible = [r for r in records if r.get("feasible", True)]
     pts = [(float(r["psnr_y"]), float(r[cost_key])) for r in feasible]
     members = [feasible[i] for i in non_dominated(pts)]
@@ -162,6 +169,12 @@ def reference_text(reference: float) -> str:
     return f"bicubic on the same validation items: {float(reference):.2f} dB (psnr_y)"
 
 
+def rung_text(members: Sequence[Dict[str, Any]]) -> Optional[str]:
+    """``front of rung 2`` for the members of a multi-fidelity front (None otherwise)."""
+    rungs = {r.get("rung") for r in members if r.get("rung_view")}
+    return f"front of rung {rungs.pop()}" if len(rungs) == 1 else None
+
+
 def format_table(members: Sequence[Dict[str, Any]], reference: Optional[float] = None) -> str:
     """A fixed-width text table of the front: one line per architecture (trials that sampled
     the same spec again are listed in a last column, ``same spec``). ``reference``: the
@@ -192,6 +205,8 @@ def format_table(members: Sequence[Dict[str, Any]], reference: Optional[float] =
            for line in lines]
     if reference is not None:
         out[0] += "  | " + reference_text(reference)
+    if rung_text(members):
+        out[0] += "  | " + rung_text(members) + " (psnr_y at that rung)"
     return "\n".join(out)
 
 
@@ -201,6 +216,9 @@ def write_json(path: str, members: Sequence[Dict[str, Any]]) -> None:
     for r in members:
         item = _row(r)
         item["ssim_y"] = r.get("ssim_y")
+        if r.get("rung_view"):
+            item["rung"] = r.get("rung")
+            item["psnr_y_by_rung"] = r.get("psnr_y_by_rung")
         item["spec"] = r.get("spec")
         out.append(item)
     with open(path, "w") as fh:
@@ -223,7 +241,9 @@ def scatter_figure(records: Sequence[Dict[str, Any]], members: Sequence[Dict[str
                    reference: Optional[float] = None):
     """A matplotlib Figure: every feasible trial (grey), infeasible (x), the front (line),
     presets marked with their names; ``reference`` (the bicubic PSNR_Y of the same validation
-    items) as a dashed horizontal line labelled "bicubic"."""
+    items) as a dashed horizontal line labelled "bicubic". Multi-fidelity records
+    (``nas.rungs``): each trial at the PSNR of its highest rung, the top rung's front as the
+    line and every lower rung's front dashed beside it."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -231,6 +251,17 @@ def scatter_figure(records: Sequence[Dict[str, Any]], members: Sequence[Dict[str
 
     fig = Figure(figsize=(6.4, 4.4), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
+    from nas import rungs as rungs_mod
+
+    if rungs_mod.has_rungs(records):
+        by_rung = rungs_mod.fronts(records, cost_key)
+        for r in sorted(by_rung)[:-1]:
+            lower = by_rung[r]
+            if lower:
+                ax.plot([m[cost_key] for m in lower], [m["psnr_y"] for m in lower], "--", lw=0.9,
+                        alpha=0.4 + 0.5 * r / max(1, len(by_rung) - 1), c="tab:purple",
+                        label=f"front of rung {r}")
+        records = [dict(r, psnr_y=r["psnr_y_by_rung"][-1]) if r.get("psnr_y_by_rung") else r for r in records]
     feas = [r for r in records if r.get("feasible", True)]
     infeas = [r for r in records if not r.get("feasible", True)]
     if feas:
@@ -241,7 +272,7 @@ def scatter_figure(records: Sequence[Dict[str, Any]], members: Sequence[Dict[str
                    marker="x", label="over budget (not trained)")
     if members:
         ax.plot([r[cost_key] for r in members], [r["psnr_y"] for r in members], "-o", c="tab:blue",
-                ms=5, label="Pareto front")
+                ms=5, label=rung_text(members) or "Pareto front")
     presets = [r for r in records if r.get("preset")]
     for r in presets:
         ax.scatter([r[cost_key]], [r["psnr_y"]], s=60, facecolors="none", edgecolors="tab:orange")
@@ -275,6 +306,14 @@ def write_all(run_dir: str, records: Sequence[Dict[str, Any]], cost_key: str = "
     (``reference``: the bicubic line of the figure, see ``scatter_figure``)."""
     members = front(records, cost_key)
     write_json(os.path.join(run_dir, "pareto.json"), members)
+    from nas import rungs as rungs_mod
+
+    if rungs_mod.has_rungs(records):
+        by_rung = rungs_mod.fronts(records, cost_key)
+        with open(os.path.join(run_dir, "pareto_rungs.json"), "w") as fh:
+            json.dump({str(r): [dict(_row(m), rung=r, psnr_y_by_rung=m.get("psnr_y_by_rung"))
+                                for m in ms] for r, ms in by_rung.items()}, fh, indent=2)
+            fh.write("\n")
     write_csv(os.path.join(run_dir, "pareto.csv"), members)
     write_png(os.path.join(run_dir, "pareto.png"), records, members, cost_key, title, reference=reference)
     return members

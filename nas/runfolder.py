@@ -145,13 +145,33 @@ def record_of(frozen) -> Dict[str, Any]:
         "preset": attrs.get("preset"),
         "spec": json.loads(spec) if spec else None,
         "params_choice": dict(frozen.params),
+        "diverged": bool(metrics.get("diverged", False)),
+        "duplicate_of": metrics.get("duplicate_of"),
     }
     return rec
 
 
-def records(study) -> List[Dict[str, Any]]:
-    """Records of every COMPLETE trial, by trial number."""
+def rung_book(study, run: "RunFolder", cost_key: Optional[str] = None):
+    """The ``nas.rungs.RungBook`` of a multi-fidelity study (None for a single-fidelity one)."""
+    rungs = study.user_attrs.get("rungs")
+    if not rungs:
+        return None
+    from nas.rungs import RungBook
+
+    return RungBook(run, rungs, int(study.user_attrs.get("eta", 3)),
+                    cost_key or study.user_attrs.get("cost_key", "latency_ms"))
+
+
+def records(study, run: Optional["RunFolder"] = None) -> List[Dict[str, Any]]:
+    """Records of every COMPLETE trial, by trial number; with ``run`` and a multi-fidelity
+    study, with their rungs (``nas.rungs.attach``: ``psnr_y_by_rung``, ``rung``)."""
     from optuna.trial import TrialState
 
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return [record_of(t) for t in sorted(done, key=lambda t: t.number)]
+    recs = [record_of(t) for t in sorted(done, key=lambda t: t.number)]
+    book = rung_book(study, run) if run is not None else None
+    if book is not None:
+        from nas.rungs import attach
+
+        recs = attach(recs, book)
+    return recs

@@ -205,6 +205,7 @@ class Search:
         )
         self.study = None
         self.board: Optional[SearchBoard] = None
+        self.book = None  # nas.rungs.RungBook of a multi-fidelity search (set up in setup())
 
     # ------------------------------------------------------------------ components
     def _build_latency(self):
@@ -227,8 +228,16 @@ class Search:
             self._evaluator = ProxyEvaluator(**self.evaluator_kwargs())
         return self._evaluator
 
-    def evaluate(self, spec, run_dir=None):  # the Objective's evaluator: built on first use
+    def evaluate(self, spec, run_dir=None, rung: int = 0):  # the Objective's evaluator: built on first use
+        if rung:
+            return self.evaluator.evaluate(spec, run_dir=run_dir, rung=rung)
         return self.evaluator.evaluate(spec, run_dir=run_dir)
+
+    @property
+    def rung_steps(self) -> Optional[List[int]]:
+        """``evaluator.rungs`` (None: single fidelity)."""
+        rungs = self.cfg["evaluator"].get("rungs")
+        return list(rungs) if rungs else None
 
     # ------------------------------------------------------------------ set-up
     def _check_folder(self) -> None:
@@ -348,10 +357,20 @@ class Search:
                 ref_cost = 1.1 * largest.get(self.cost_key, 1.0)
             ref = [float(self.cfg["tensorboard"]["hv_reference"]["psnr_y"]), float(ref_cost)]
             self.study.set_user_attr("hv_reference", ref)
+        if self.rung_steps:
+            from nas.rungs import RungBook
+
+            stored = self.study.user_attrs.get("rungs")
+            if stored is not None and list(stored) != self.rung_steps:  # proxy_settings guard this too
+                raise ValueError(f"evaluator.rungs: {self.rung_steps} but the study was searched with {stored}")
+            self.study.set_user_attr("rungs", self.rung_steps)
+            self.study.set_user_attr("eta", int(self.cfg["evaluator"].get("eta", 3)))
+            self.study.set_user_attr("cost_key", self.cost_key)
+            self.book = RungBook(self.run, self.rung_steps, int(self.cfg["evaluator"].get("eta", 3)), self.cost_key)
         if self.cfg["engine"]["presets"]:
             self._enqueue_presets()
         self.board = SearchBoard(self.run, self.cost_key, tuple(self.study.user_attrs["hv_reference"]))
-        self.board.resume_from(records(self.study))
+        self.board.resume_from(records(self.study, self.run))
 
     def _enqueue_presets(self) -> None:
         """Enqueue every fitting preset that has no COMPLETE trial and is not already waiting or
@@ -386,7 +405,7 @@ class Search:
 
     def after_trial(self) -> float:
         """Log the new trial(s) to TensorBoard; returns the hypervolume of the front."""
-        return self.board.update(records(self.study))
+        return self.board.update(records(self.study, self.run))
 
     def engine_context(self) -> EngineContext:
         """The part of the search an engine may use (``nas.engines.base``)."""
@@ -394,7 +413,8 @@ class Search:
         return EngineContext(study=self.study, objective=self.objective, run=self.run, target=self.target,
                              cost_key=self.cost_key, after_trial=self.after_trial, known=self.known,
                              progress=self.progress, log=self.log, ray=dict(self.cfg["ray"]),
-                             evaluator_kwargs=kwargs, evaluator_factory=self.evaluator_factory)
+                             evaluator_kwargs=kwargs, evaluator_factory=self.evaluator_factory,
+                             book=self.book, records=lambda: records(self.study, self.run))
 
     # ------------------------------------------------------------------ the end
     def finalize(self) -> List[Dict[str, Any]]:

@@ -23,6 +23,9 @@ What is written, and where (every folder is one TensorBoard "run"):
   the session-start summary, so a resume never writes a second session for them.
   Every COMPLETE trial of the study gets its session from the next process that logs (after
   its next trial, or at the end of a search / ``bsrnas pareto``); FAIL trials get none.
+  A multi-fidelity search (``nas.rungs``) adds the metrics ``psnr_y_rung_K``: the trial's
+  PSNR_Y at each rung K it reached, logged into its session folder when the rung finishes
+  (``.rungs_logged`` there counts the rungs already logged, so none is logged twice).
 * ``hparams/``: the HParams *experiment config* (every hparam with its discrete domain, every
   metric). TensorBoard expects exactly one run holding it, so this folder is rewritten (old
   event file removed) each time the experiment grows.
@@ -79,8 +82,12 @@ def trial_hparams(record: Mapping[str, Any]) -> Dict[str, Any]:
     return hp
 
 
+def rung_metric(k: int) -> str:
+    return f"psnr_y_rung_{int(k)}"
+
+
 def metric_values(record: Mapping[str, Any], on_front: bool) -> Dict[str, float]:
-    out = {}
+    out = {rung_metric(k): float(v) for k, v in enumerate(record.get("psnr_y_by_rung") or ())}
     for k in METRICS[:-2]:
         if record.get(k) is not None:
             out[k] = float(record[k])
@@ -197,6 +204,7 @@ class SearchBoard:
         self._logged: set = set()
         self._domains: Dict[str, List[Any]] = {}
         self._session_dirs: Dict[int, str] = {}  # trial -> run folder of its session, once seen
+        self._n_rungs = 0  # rung metrics in the experiment config
 
     # --------------------------------------------------------------------- sessions
     def session_dir(self, number: int) -> str:
@@ -213,6 +221,14 @@ class SearchBoard:
             return False
         return True
 
+    def _mark_rungs(self, record: Mapping[str, Any]) -> None:
+        """A session just published with the rung values it shows: count them as logged."""
+        chain = record.get("psnr_y_by_rung") or ()
+        if chain:
+            from space.files import atomic_write
+
+            atomic_write(os.path.join(self.session_dir(int(record["trial"])), ".rungs_logged"), f"{len(chain)}\n")
+
     def _update_front_flag(self, number: int, on_front: bool, step: int) -> None:
         w = _writer(self.session_dir(number))
         try:
@@ -220,11 +236,38 @@ class SearchBoard:
         finally:
             w.close()
 
+    def _log_rungs(self, record: Mapping[str, Any], step: int) -> None:
+        """Log the rung values of a trial that its session does not show yet."""
+        chain = record.get("psnr_y_by_rung") or ()
+        if not chain:
+            return
+        d = self.session_dir(int(record["trial"]))
+        mark = os.path.join(d, ".rungs_logged")
+        try:
+            with open(mark) as fh:
+                done = int(fh.read().strip() or 0)
+        except (OSError, ValueError):
+            done = 0
+        if done >= len(chain):
+            return
+        w = _writer(d)
+        try:
+            for k in range(done, len(chain)):
+                w.add_scalar(rung_metric(k), float(chain[k]), step)
+        finally:
+            w.close()
+        from space.files import atomic_write
+
+        atomic_write(mark, f"{len(chain)}\n")
+
     def _experiment(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Rewrite the single experiment config from every hparam value seen so far."""
         from torch.utils.tensorboard.summary import hparams
 
         grown = False
+        n_rungs = max((len(r.get("psnr_y_by_rung") or ()) for r in records), default=0)
+        if n_rungs > self._n_rungs:
+            self._n_rungs, grown = n_rungs, True
         for r in records:
             for k, v in trial_hparams(r).items():
                 dom = self._domains.setdefault(k, [])
@@ -243,7 +286,8 @@ class SearchBoard:
                 vals = [str(v) for v in dom]
                 hp[k] = vals[0]
             domains[k] = sorted(set(vals), key=lambda x: (str(type(x)), x))
-        exp, _, _ = hparams(hp, {m: 0.0 for m in METRICS}, hparam_domain_discrete=domains)
+        metrics = METRICS + tuple(rung_metric(k) for k in range(self._n_rungs))
+        exp, _, _ = hparams(hp, {m: 0.0 for m in metrics}, hparam_domain_discrete=domains)
         d = self.run.file("hparams")
         for old in glob.glob(os.path.join(d, "events.out.tfevents.*")):
             os.remove(old)
@@ -267,10 +311,11 @@ class SearchBoard:
             if n not in self._logged:
                 if self._has_session(n):  # written by another process: refresh its flag
                     self._update_front_flag(n, now, step)
-                else:
-                    self._session(r, now, step)
+                elif self._session(r, now, step):
+                    self._mark_rungs(r)
             elif self._on_front.get(n) != now:
                 self._update_front_flag(n, now, step)
+            self._log_rungs(r, step)
             self._logged.add(n)
             self._on_front[n] = now
         if records:

@@ -49,7 +49,7 @@ def picked_spec(run_dir: str, how: str):
 
     run, cfg, study = load_run(run_dir)
     cost_key = (cfg.get("objectives") or {}).get("cost", "latency_ms")
-    recs = records(study)
+    recs = records(study, run)
     members = pareto.front(recs, cost_key)
     chosen = pareto.pick(members, recs, how, cost_key)
     if not chosen.get("feasible", True):

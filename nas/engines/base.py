@@ -23,6 +23,8 @@ class EngineContext:
     metrics of trained trials (duplicate reuse); ``progress``: show a progress bar; ``log``:
     one-line messages to the user. Ray only: ``ray`` (the config's ``ray`` section),
     ``evaluator_kwargs`` and ``evaluator_factory`` (``module:callable`` built on the workers).
+    Multi-fidelity only: ``book`` (``nas.rungs.RungBook``: promotions, claims, rung results)
+    and ``records()`` (the study's records with their rungs).
     """
 
     study: Any
@@ -37,6 +39,12 @@ class EngineContext:
     ray: Mapping[str, Any] = field(default_factory=dict)
     evaluator_kwargs: Dict[str, Any] = field(default_factory=dict)
     evaluator_factory: str = "evaluators.proxy:ProxyEvaluator"
+    book: Any = None
+    records: Callable[[], Any] = list
+
+    def next_promotion(self):
+        """Claim the next promotion ``(trial, rung)`` (None: none now, or single fidelity)."""
+        return None if self.book is None else self.book.next_job(self.records())
 
     def n_complete(self) -> int:
         """COMPLETE trials in the study now (every worker's)."""

@@ -5,6 +5,10 @@
         values = objective(trial)                 # over budget: constraints set, not trained
         study.tell(trial, values)
 
+With rungs (``nas.rungs``), a promotion comes before every ask: while some candidate is
+promotable, its training is continued to the next rung; a new trial is asked only when none
+is; after the last trial, promotions continue until none is left.
+
 A trial that raises (including Ctrl-C) is told FAIL before the exception leaves, so the study
 never keeps a RUNNING trial of a live process; every finished trial stays in the storage.
 Several processes may run this loop on one study (see ``nas.search``).
@@ -27,7 +31,13 @@ def run_optuna(search: EngineContext) -> int:
     bar = tqdm(total=search.target, initial=min(done, search.target), desc="search", unit="trial",
                disable=not search.progress, dynamic_ncols=True)
     try:
-        while search.n_complete() < search.target:
+        while True:
+            job = search.next_promotion()
+            if job is not None:
+                _promote(search, *job)
+                continue
+            if search.n_complete() >= search.target:
+                break
             trial = study.ask()
             trial.set_user_attr("worker", worker_tag())  # at once: a joining worker must not take it for stale
             try:
@@ -46,3 +56,21 @@ def run_optuna(search: EngineContext) -> int:
     finally:
         bar.close()
     return finished
+
+
+def _promote(search: EngineContext, number: int, rung: int) -> None:
+    """Train the claimed rung of a trial, store it; a failure releases the claim and raises."""
+    import sys
+
+    try:
+        result = search.objective.evaluate_rung(number, rung)
+    except BaseException:
+        search.book.release(number, rung)
+        raise
+    stored = search.book.record(number, rung, result)
+    hv = search.after_trial()
+    if search.progress:
+        from tqdm import tqdm
+
+        tqdm.write(f"promoted trial {number} to rung {rung} ({search.book.rungs[rung]} steps): "
+                   f"psnr_y {stored['psnr_y']:.2f}, hv {hv:.4g}", file=sys.stderr)

@@ -15,6 +15,13 @@ Design (the simplest one that keeps budget constraints, see docs/stack_notes.md:
 * ``on_trial_complete`` finishes the Optuna trial in the driver (user attributes,
   ``metrics.json`` with ``node_id``) and tells the study; an errored Tune trial is told FAIL.
 
+* With rungs (``nas.rungs``), promotions are scheduled by the driver: ``suggest`` first claims
+  the next promotion (``RungBook.next_job``) and hands it to Tune as a trial whose config has
+  ``rung``; the trainable continues that trial's training on whatever node runs it (the run
+  folder is shared), ``on_trial_complete`` stores the rung's result. New candidates are asked
+  only when nothing is promotable; the experiment (``num_samples = -1``) ends when the trials
+  are done, nothing is in flight and nothing is promotable.
+
 So the study storage and the run folder are exactly those of the Optuna engine, and every
 later command works on runs of either engine. No scheduler is used (no early stopping), so no
 partly trained value ever reaches the front.
@@ -61,7 +68,11 @@ def evaluate_trial(config: Dict[str, Any]) -> None:
     from space.spec import ArchSpec
 
     spec = ArchSpec.from_json(config["spec"])
-    result = dict(_evaluator(config["factory"], config["evaluator"]).evaluate(spec, run_dir=config["trial_dir"]))
+    evaluator = _evaluator(config["factory"], config["evaluator"])
+    if config.get("rung"):
+        result = dict(evaluator.evaluate(spec, run_dir=config["trial_dir"], rung=int(config["rung"])))
+    else:
+        result = dict(evaluator.evaluate(spec, run_dir=config["trial_dir"]))
     clean = {k: v for k, v in result.items() if isinstance(v, (int, float, bool, str)) or v is None}
     clean.update(node_id=ray.get_runtime_context().get_node_id(), hostname=socket.gethostname(),
                  pid=os.getpid(), optuna_trial=int(config["number"]))
@@ -78,6 +89,7 @@ class BudgetSearcher(Searcher):
         self.evaluator_kwargs = evaluator_kwargs
         self.pending: Dict[str, Any] = {}
         self.dispatched = 0
+        self._quiet_until = 0.0
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True
@@ -86,8 +98,26 @@ class BudgetSearcher(Searcher):
         from optuna.trial import TrialState
 
         s = self.search
+        import time
+
+        if time.monotonic() < self._quiet_until:
+            return None  # Tune polls while trials run: look at the rungs at most once a second
         while True:
-            if s.n_complete() + len(self.pending) >= s.target:
+            job = s.next_promotion()
+            if job is not None:
+                number, rung = job
+                self.pending[trial_id] = ("rung", number, rung)
+                self.dispatched += 1
+                with open(os.path.join(s.run.trial_dir(number), "spec.json")) as fh:
+                    spec_json = fh.read()
+                return {"spec": spec_json, "number": number, "rung": rung,
+                        "trial_dir": s.run.trial_dir(number), "evaluator": self.evaluator_kwargs,
+                        "factory": s.evaluator_factory}
+            new = sum(1 for p in self.pending.values() if p[0] == "new")
+            if s.n_complete() + new >= s.target:
+                if s.book is not None and self.pending:
+                    self._quiet_until = time.monotonic() + 1.0
+                    return None  # a result in flight may make a candidate promotable
                 return Searcher.FINISHED
             trial = s.study.ask()
             trial.set_user_attr("worker", worker_tag())  # at once: a joining worker must not take it for stale
@@ -102,7 +132,7 @@ class BudgetSearcher(Searcher):
             except BaseException:
                 s.study.tell(trial, state=TrialState.FAIL)
                 raise
-            self.pending[trial_id] = (trial, cand)
+            self.pending[trial_id] = ("new", trial, cand)
             self.dispatched += 1
             return {"spec": cand.spec_json, "number": trial.number,
                     "trial_dir": s.run.trial_dir(trial.number), "evaluator": self.evaluator_kwargs,
@@ -113,8 +143,16 @@ class BudgetSearcher(Searcher):
 
         if trial_id not in self.pending:
             return
-        trial, cand = self.pending.pop(trial_id)
+        kind, trial, cand = self.pending.pop(trial_id)
         s = self.search
+        if kind == "rung":
+            number, rung = trial, cand
+            if error or not result or "psnr_y" not in result:
+                s.book.release(number, rung)
+                return
+            s.book.record(number, rung, result)
+            self.on_told(number, (result["psnr_y"], None), s.after_trial())
+            return
         if error or not result or "psnr_y" not in result:
             s.run.write_trial(cand.number, None, dict(cand.metrics, state="FAIL", preset=cand.preset))
             s.study.tell(trial, state=TrialState.FAIL)
@@ -128,13 +166,17 @@ class BudgetSearcher(Searcher):
         """Tell FAIL for trials still in flight (the experiment stopped early)."""
         from optuna.trial import TrialState
 
-        for trial, cand in self.pending.values():
-            self.search.study.tell(trial, state=TrialState.FAIL)
+        for kind, trial, cand in self.pending.values():
+            if kind == "rung":
+                self.search.book.release(trial, cand)
+            else:
+                self.search.study.tell(trial, state=TrialState.FAIL)
         self.pending.clear()
 
 
 def _trial_name(trial) -> str:
-    return f"trial_{int(trial.config['number']):04d}"
+    rung = trial.config.get("rung")
+    return f"trial_{int(trial.config['number']):04d}" + (f"_rung{int(rung)}" if rung else "")
 
 
 def _experiment_name(run_root: str) -> str:
@@ -171,20 +213,23 @@ def run_ray(search: EngineContext) -> int:
                unit="trial", disable=not search.progress, dynamic_ncols=True)
 
     def on_told(number, values, hv):
-        bar.set_postfix(trial=number, psnr_y=f"{values[0]:.2f}", **{search.cost_key: f"{values[1]:.4g}"},
-                        hv=f"{hv:.4g}")
+        cost = {} if values[1] is None else {search.cost_key: f"{values[1]:.4g}"}
+        bar.set_postfix(trial=number, psnr_y=f"{values[0]:.2f}", **cost, hv=f"{hv:.4g}")
         bar.n = min(search.n_complete(), search.target)
         bar.refresh()
 
     searcher = BudgetSearcher(search, ev_kwargs, on_told)
     remaining = max(0, search.target - search.n_complete())
+    if search.book is not None and search.book.candidates(search.records()):
+        remaining = max(remaining, 1)  # promotions left after the last trial
     try:
         if remaining:
             storage = os.path.join(search.run.path, "ray")
             os.makedirs(storage, exist_ok=True)
             tuner = tune.Tuner(
                 tune.with_resources(evaluate_trial, {"cpu": rcfg["cpus_per_trial"]}),
-                tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining,
+                tune_config=tune.TuneConfig(search_alg=searcher,
+                                            num_samples=-1 if search.book is not None else remaining,
                                             max_concurrent_trials=rcfg["max_concurrent"],
                                             trial_name_creator=_trial_name,
                                             trial_dirname_creator=_trial_name),
