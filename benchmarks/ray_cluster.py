@@ -1,6 +1,7 @@
 """Multi-node acceptance run of the Ray Tune engine: a real two-node Ray cluster on this machine.
 
     python -m benchmarks.ray_cluster [--trials 4] [--steps 10] [--port 6391] [--no-write]
+                                     [--rungs 10,40 --eta 2]
 
 What it does:
 
@@ -19,6 +20,10 @@ What it does:
 4. ``ray stop`` (always, also after an error), then prints the result and writes it to the
    ``ray_cluster`` section of BENCHMARKS.md (between ``<!-- BEGIN ray_cluster -->`` and
    ``<!-- END ray_cluster -->``; other sections are kept).
+
+With ``--rungs`` (a multi-fidelity search, ``nas.rungs``) the driver also schedules
+promotions; the checks then include that promotions ran (``trials/*/rung-K/result.json``)
+and on which nodes, and the section is ``ray_cluster_rungs``.
 
 Exit status 0 when every check passes, 1 otherwise.
 """
@@ -60,13 +65,19 @@ def main(argv=None) -> int:
     p.add_argument("--run-dir", default=None, help="default: a fresh temporary folder")
     p.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--rungs", default=None, help="e.g. 10,40: multi-fidelity search with these rungs")
+    p.add_argument("--eta", type=int, default=2)
     args = p.parse_args(argv)
+    rungs = [int(v) for v in args.rungs.split(",")] if args.rungs else None
+    section = SECTION + ("_rungs" if rungs else "")
 
     work = Path(tempfile.mkdtemp(prefix="bsrnas-ray-cluster-"))
     run_dir = Path(args.run_dir) if args.run_dir else work / "run"
     cfg = yaml.safe_load((REPO / "configs/search/quickstart.yaml").read_text())
     cfg["space"] = str(REPO / "configs/space/quickstart.yaml")
     cfg["evaluator"].update(steps=args.steps, max_val_images=1, threads=1)
+    if rungs:
+        cfg["evaluator"].update(rungs=rungs, eta=args.eta)
     cfg["ray"].update(cpus_per_trial=1, max_concurrent=2)
     cfg["tensorboard"]["sample_images"] = False
     cfg_path = work / "cluster.yaml"
@@ -81,6 +92,7 @@ def main(argv=None) -> int:
                f"--trials {args.trials} --run-dir RUN --no-progress")
     checks = {}
     nodes_seen = {}
+    promos = {}
     t_search = float("nan")
     try:
         r = sh([ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(args.port),
@@ -112,16 +124,22 @@ def main(argv=None) -> int:
         checks["pareto.json written"] = (run_dir / "pareto.json").is_file()
         checks["every trained trial has a node_id"] = all(m.get("node_id") for m in trained)
         checks["trained trials ran on 2 nodes"] = len([k for k in nodes_seen if k]) == 2
+        if rungs:
+            for f in sorted(glob.glob(str(run_dir / "trials/*/rung-*/result.json"))):
+                res = json.loads(Path(f).read_text())
+                promos.setdefault(res.get("node_id"), []).append(f"{Path(f).parent.parent.name}/{Path(f).parent.name}")
+            checks["promotions ran (rung >= 1 results)"] = bool(promos)
+            checks["every promotion has a node_id"] = all(promos) and None not in promos
     finally:
         r = sh([ray, "stop"])
         checks["ray stop"] = r.returncode == 0
 
     ok = all(checks.values())
     lines = [
-        "## Ray Tune engine on a two-node Ray cluster (one machine)",
+        "## Ray Tune engine on a two-node Ray cluster (one machine)" + (", multi-fidelity" if rungs else ""),
         "",
         f"Command: `python -m benchmarks.ray_cluster --trials {args.trials} --steps {args.steps} "
-        f"--port {args.port}` (starts `ray start --head --node-ip-address 127.0.0.1 --port "
+        f"--port {args.port}" + (f" --rungs {args.rungs} --eta {args.eta}" if rungs else "") + "` (starts `ray start --head --node-ip-address 127.0.0.1 --port "
         f"{args.port} --num-cpus 1` and `ray start --address {address} --num-cpus 1`, runs "
         f"`{command}` on the quickstart space with {args.steps} proxy steps per trial, then "
         "`ray stop`), with `RAY_AUTH_MODE=token` for all three processes.",
@@ -133,14 +151,19 @@ def main(argv=None) -> int:
     ]
     for node, trials in sorted(nodes_seen.items(), key=lambda kv: str(kv[0])):
         lines.append(f"| {str(node)[:12]} | {', '.join(str(t) for t in sorted(trials))} |")
+    if rungs:
+        lines += ["", f"Promotions (rungs {rungs}, eta {args.eta}, scheduled by the driver):", "",
+                  "| node id (first 12) | promoted trainings there |", "| --- | --- |"]
+        for node, items in sorted(promos.items(), key=lambda kv: str(kv[0])):
+            lines.append(f"| {str(node)[:12]} | {', '.join(items)} |")
     lines += ["", "| check | result |", "| --- | --- |"]
     lines += [f"| {k} | {'pass' if v else 'FAIL'} |" for k, v in checks.items()]
     lines += ["", f"Overall: {'PASS' if ok else 'FAIL'}."]
     body = "\n".join(lines)
     print(body)
     if not args.no_write:
-        write_section(Path(args.out), SECTION, body)
-        print(f"wrote section {SECTION!r} of {args.out}")
+        write_section(Path(args.out), section, body)
+        print(f"wrote section {section!r} of {args.out}")
     return 0 if ok else 1
 
 

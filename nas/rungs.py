@@ -181,7 +181,8 @@ class RungBook:
         psnr = result.get("psnr_y")
         diverged = bool(result.get("diverged", False)) or psnr is None or not math.isfinite(float(psnr))
         keep = {k: result.get(k) for k in ("ssim_y", "train_seconds", "eval_seconds", "steps", "final_loss",
-                                           "psnr_y_seeds", "resumed_from")
+                                           "psnr_y_seeds", "resumed_from", "node_id",
+                                           "hostname", "pid")
                 if result.get(k) is not None}
         stored = dict(keep, psnr_y=0.0 if diverged else float(psnr), diverged=diverged, rung=int(rung),
                       steps=self.rungs[rung])

@@ -103,3 +103,28 @@ def test_failed_tune_trials_are_marked_fail(tmp_path, local_ray):
     assert front == []
     for t in s.study.get_trials():
         assert RunFolder(s.run.path).read_metrics(t.number)["state"] == "FAIL"
+
+
+def test_ray_engine_schedules_promotions(tmp_path, local_ray):
+    """Rungs on the Ray engine: the driver promotes (nas.rungs), the trainable continues the
+    training on a worker (node id stored with the rung), the front is the top rung's."""
+    import glob
+    import json
+
+    from nas import rungs as rungs_mod
+
+    cfg = tiny(tmp_path, "ray", trials=4)
+    cfg["evaluator"].update(rungs=[4, 12], eta=2)
+    s, front = search.run(cfg, progress=False)
+    recs = [r for r in s.engine_context().records() if r["trained"]]
+    promoted = [r for r in recs if r["rung"] == 1]
+    assert len(promoted) >= len(recs) // 2 >= 1
+    node_ids = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    for r in promoted:
+        res = json.load(open(os.path.join(s.run.trial_dir(r["trial"]), "rung-1", "result.json")))
+        assert res["node_id"] in node_ids and res["steps"] == 12
+        assert res["resumed_from"] == 3  # continued from rung 0's stable.pt (4 - ceil(0.8))
+    assert not glob.glob(os.path.join(s.run.path, "trials", "*", "rung-1", rungs_mod.CLAIM))
+    assert front and all(m["rung"] == 1 for m in front)
+    data = json.load(open(s.run.file("pareto.json")))
+    assert [m["trial"] for m in data] == [m["trial"] for m in front]
