@@ -35,7 +35,7 @@ Layout (every key optional except ``space``; defaults in ``DEFAULTS``)::
     engine:
       kind: optuna                 # optuna | ray
       trials: 20                   # COMPLETE trials to reach (presets and infeasible ones count)
-      sampler: tpe                 # tpe | nsga2
+      sampler: tpe                 # tpe | nsga2 | random
       storage: sqlite              # sqlite | journal  (file inside the run folder)
       presets: true                # evaluate the fitting presets first
       feasibility_samples: 200     # random specs checked for a feasible one before starting
@@ -69,7 +69,7 @@ import yaml
 COSTS = ("latency_ms", "bops", "model_bytes")
 CONSTRAINTS = ("latency_ms", "bops", "params", "model_bytes")
 ENGINES = ("optuna", "ray")
-SAMPLERS = ("tpe", "nsga2")
+SAMPLERS = ("tpe", "nsga2", "random")
 STORAGES = ("sqlite", "journal")
 
 DEFAULTS: Dict[str, Any] = {

@@ -320,6 +320,8 @@ class Search:
 
         eng = self.cfg["engine"]
         seed = int(self.cfg["seed"]) + n_existing
+        if eng["sampler"] == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
         if eng["sampler"] == "nsga2":
             return optuna.samplers.NSGAIISampler(population_size=max(2, eng["startup_trials"]), seed=seed)
         return optuna.samplers.TPESampler(n_startup_trials=eng["startup_trials"], seed=seed)

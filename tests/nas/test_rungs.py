@@ -364,3 +364,26 @@ def test_kill_during_promoted_training_resumes_it(tmp_path):
     direct1 = ref.evaluate(spec, run_dir=str(tmp_path / "direct"), rung=1)
     assert res["psnr_y"] == pytest.approx(direct1["psnr_y"], abs=1e-9)
     assert metrics["psnr_y_by_rung"][0] == pytest.approx(direct["psnr_y"], abs=1e-9)
+
+
+def test_seeds_average_independent_copies(tmp_path):
+    """evaluator.seeds = 2: the score is the mean of the seed-0 and seed-1 trainings, each the
+    same as a single-seed proxy with that seed."""
+    from evaluators.proxy import ProxyEvaluator
+
+    spec = _tiny_spec()
+    kw = dict(steps=6, batch=2, patch=16, lr=2e-3, threads=1, max_val_images=1)
+    both = ProxyEvaluator(seeds=2, **kw).evaluate(spec, run_dir=str(tmp_path / "both"))
+    one = [ProxyEvaluator(seed=s, **kw).evaluate(spec)["psnr_y"] for s in (0, 1)]
+    assert both["psnr_y_seeds"] == pytest.approx(one, abs=1e-12)
+    assert both["psnr_y"] == pytest.approx(sum(one) / 2, abs=1e-12)
+    assert os.path.isfile(tmp_path / "both" / "seed-1" / "checkpoint.pt")
+
+
+def test_random_sampler_is_a_search_method(tmp_path):
+    cfg = make_cfg(tmp_path, engine__sampler="random", engine__trials=4, engine__presets=False)
+    s, _ = search.run(cfg, progress=False, **components())
+    import optuna
+
+    assert isinstance(s.study.sampler, optuna.samplers.RandomSampler)
+    assert len(s.study.trials) == 4
