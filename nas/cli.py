@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "search": "nas.commands.search",
     "pareto": "nas.commands.pareto",
     "retrain": "nas.commands.retrain",
+    "upscale": "nas.commands.upscale",
 }
 
 
