@@ -147,7 +147,7 @@ def test_bbcu_m_is_the_authors_model(scale, c, n):
 @pytest.mark.parametrize("scale,c,n", SIZES)
 def test_xnor_is_the_plain_bnn(scale, c, n):
     spec = presets.get("xnor", scale, c, n)
-    _assert_fields(spec, dict(head="conv3", head_act="none", residual_alignment=1.0,
+    _assert_fields(spec, dict(head="conv3", head_act="none", residual_alignment=255.0,
                               input_mean="div2k", global_skip=True, block_residual=True,
                               tail="fp_two_stage", tail_conv_hr="none", image_skip="none"),
                    "xnor")
