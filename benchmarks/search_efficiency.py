@@ -1,7 +1,7 @@
 """Search efficiency: hypervolume reached per CPU second by each search method, scored alike.
 
     python -m benchmarks.search_efficiency --data-root ../shared/datasets
-        [--budget-cpu-s 240] [--seeds 0,1,2] [--methods random,tpe,nsga2,mf] [--jobs 2]
+        [--budget-cpu-s 180] [--seeds 0,1,2] [--methods random,tpe,nsga2,mf] [--jobs 2]
         [--rungs 100,300,900] [--eta 3] [--spread-specs 4] [--work-dir runs/search_efficiency]
 
 What it does (section ``search_efficiency`` of BENCHMARKS.md):
@@ -112,7 +112,10 @@ def run_search(method: str, seed: int, args, work: Path) -> Dict[str, Any]:
     cmd = [sys.executable, "-m", "nas.cli", "search", "--config", str(cfg_path), "--run-dir", str(run_dir),
            "--no-progress"]
     log = open(d / "search.log", "w")
-    proc = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT)
+    # SIGINT must reach the search as KeyboardInterrupt: a shell's background job starts with it
+    # ignored, and Python keeps an ignored SIGINT ignored
+    proc = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     trace: List[Tuple[float, float]] = []
     stopped = False
     while proc.poll() is None:
@@ -123,7 +126,9 @@ def run_search(method: str, seed: int, args, work: Path) -> Dict[str, Any]:
         trace.append((time.time(), cpu))
         if cpu >= args.budget_cpu_s and not stopped:
             proc.send_signal(signal.SIGINT)  # the search writes its outputs and stops
-            stopped = True
+            stopped = time.time()
+        elif stopped and time.time() - stopped > 120:
+            proc.kill()  # the snapshots read the study, not the outputs
         time.sleep(0.5)
     proc.wait()
     log.close()
@@ -312,7 +317,7 @@ def plot(curves: Dict[str, List[Tuple[float, float, float]]], path: Path, title:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default=None)
-    p.add_argument("--budget-cpu-s", type=float, default=240.0)
+    p.add_argument("--budget-cpu-s", type=float, default=180.0)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--rungs", default="100,300,900")
