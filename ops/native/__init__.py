@@ -8,10 +8,14 @@ Padding: 'same' zero padding in the sign domain (``ops/choices.py``): the conv c
 taps inside the image, ``out = valid_bits - 2 * popcount(x xor w)`` over those taps, equal to
 ``conv2d(sign(x), sign(w), padding=k // 2)`` exactly.
 
-Instruction sets, chosen at run time (``info()['isa']``): ``avx512`` (AVX-512 F/BW/VL +
-VPOPCNTDQ: vpopcntq on 8 output channels per zmm), ``avx2`` (vpshufb nibble-lookup popcount),
-``popcnt`` (scalar loop with the POPCNT instruction), ``scalar`` (portable SWAR popcount).
-``BSRNAS_ISA=avx512|avx2|popcnt|scalar`` forces one; forcing a path the CPU lacks raises
+Instruction sets, chosen at run time (``info()['isa']``): ``amx`` (AMX-TILE + AMX-INT8, e.g.
+Sapphire Rapids: the bits unpacked to int8 +-1 per row and multiplied on the tile unit, TDPBSSD;
+needs the OS to grant the tile state), ``avx512`` (AVX-512 F/BW/VL + VPOPCNTDQ: vpopcntq on 8
+output channels per zmm), ``avx2`` (vpshufb nibble-lookup popcount), ``popcnt`` (scalar loop
+with the POPCNT instruction), ``scalar`` (portable SWAR popcount). Each path has a few kernel
+variants (tile shapes, loop orders: ``kernel_variants(isa)``), all bit-exact; ``ops.native.tune``
+picks one per CPU model, build and shape on first use (``BSRNAS_TUNE=0``: the default).
+``BSRNAS_ISA=amx|avx512|avx2|popcnt|scalar`` forces one; forcing a path the CPU lacks raises
 ``ValueError`` at the first kernel call (never an illegal-instruction crash). Every path is
 compiled into the one extension; which can *execute* depends on the CPU (``info()['supported']``).
 An AMD Zen 3 CPU, for instance, has AVX2 but no AVX-512: the AVX-512 path is built but cannot run.
@@ -26,8 +30,8 @@ from __future__ import annotations
 import os
 from typing import Any, Dict
 
-from ops.native.kernels import (BUILD_ERROR, ISAS, conv2d, default_threads, pack_activations,
-                                pack_weights, resolve_isa)
+from ops.native.kernels import (BUILD_ERROR, ISAS, conv2d, default_threads, kernel_variants,
+                                pack_activations, pack_weights, resolve_isa)
 from ops.native import kernels as _kernels
 from ops.native.heap import heap_state, steady_heap
 
@@ -37,7 +41,7 @@ BIT_CONVENTION = "bit set = -1 (x - threshold < 0); channels packed NHWC into ui
 def info() -> Dict[str, Any]:
     """What the native runtime will do here: ``built`` (extension compiled), ``isa`` (the path
     in use, or an error text when ``BSRNAS_ISA`` names one the CPU lacks), ``supported``
-    (paths this CPU can execute), ``compiled`` (paths in the binary), ``forced`` (the
+    (paths this CPU can execute, fastest first), ``compiled`` (paths in the binary), ``forced`` (the
     ``BSRNAS_ISA`` value or None), ``threads`` (the thread count a call uses when given none:
     ``torch.get_num_threads()`` now), ``heap`` (``steady``, ``default`` or ``undecided`` before
     the first ``compile``: see ``heap.py``), ``cpu`` (feature flags), ``note`` and ``bit_convention``."""
@@ -69,5 +73,5 @@ def compile(model, threads=None, channels_last=True):  # noqa: A001 - the name t
     return _compile(model, threads=threads, channels_last=channels_last)
 
 
-__all__ = ["info", "compile", "pack_activations", "pack_weights", "conv2d", "resolve_isa",
+__all__ = ["info", "compile", "pack_activations", "pack_weights", "conv2d", "resolve_isa", "kernel_variants",
            "default_threads", "steady_heap", "heap_state", "ISAS", "BIT_CONVENTION"]

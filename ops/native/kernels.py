@@ -27,7 +27,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without a compil
     _ext = None
     BUILD_ERROR = f"{type(exc).__name__}: {exc}"
 
-ISAS = ("avx512", "avx2", "popcnt", "scalar")
+ISAS = ("amx", "avx512", "avx2", "popcnt", "scalar")
 _warned = False
 
 
@@ -178,14 +178,21 @@ def conv2d(x_bits, w_bits, in_ch: int, out_ch: int, *, mode: str = "int", part_s
            bias=None, spatial=None, post_scale=None, post_bias=None, act: str = "none",
            act_at: str = "after_skip", slope=None, act_shift=None, act_bias=None,
            residual=None, repeat: int = 1, out_threshold=None, layout: str = "nchw",
-           threads: Optional[int] = None, isa: Optional[str] = None) -> np.ndarray:
+           threads: Optional[int] = None, isa: Optional[str] = None, out_bits=None,
+           bits_offsets=None, variant: Optional[int] = None) -> np.ndarray:
     """Binary conv (k in {1, 3}, stride 1, 'same' zero padding in the sign domain) of packed
     activations with packed weights, with the fused epilogue of ``reference.conv2d``.
 
     mode 'int': (P, N, O, H, W) int32 = conv2d(sign(x_p), sign(w), padding=k//2), exact.
     mode 'float': (N, O, H, W) float32 after the epilogue; ``layout`` 'nchw' or 'nhwc' chooses
     its memory order (channels-last strides for 'nhwc'). mode 'packed': (N, H, W, ceil(O/64))
-    uint64 bits of the epilogue output for the next binary layer."""
+    uint64 bits of the epilogue output for the next binary layer.
+
+    ``out_bits`` (mode 'float' only): a (Pn, N, H, W, ceil(O/64)) uint64 array (Pn <= 4) that
+    receives, in the same pass, the next layer's packed bits of the float output: plane q has
+    bit o set when ``(z - bits_offsets[q, o]) < 0`` (``bits_offsets``: (Pn, O) float32), i.e.
+    exactly ``pack_activations(out, bits_offsets)``. ``variant``: the kernel variant of the
+    path (``kernel_variants(isa)``; None: the tuned choice for this shape, see ``tune``)."""
     xb = as_numpy(x_bits, "x_bits", np.uint64, 5)
     wb = as_numpy(w_bits, "w_bits", np.uint64, 5)
     for name, v in (("in_ch", in_ch), ("out_ch", out_ch), ("repeat", repeat)):
@@ -234,12 +241,29 @@ def conv2d(x_bits, w_bits, in_ch: int, out_ch: int, *, mode: str = "int", part_s
     resolved = resolve_isa(isa)
     threads = default_threads(threads)
     kwargs = dict(part_scale=part_scale, spatial=sp, act=act, residual=res, repeat=int(repeat), **vecs)
+    if out_bits is not None or bits_offsets is not None:
+        if mode != "float" or out_bits is None or bits_offsets is None:
+            raise ValueError("out_bits/bits_offsets: both required, and only with mode 'float'")
+        out_bits = as_numpy(out_bits, "out_bits", np.uint64, 5)
+        bo = np.ascontiguousarray(np.asarray(bits_offsets.detach() if isinstance(bits_offsets, torch.Tensor)
+                                             else bits_offsets, dtype=np.float32))
+        if bo.ndim == 1:
+            bo = bo[None]
+        want_b = (bo.shape[0], n, h, w, (out_ch + 63) // 64)
+        if bo.shape[1:] != (out_ch,) or not 1 <= bo.shape[0] <= 4 or out_bits.shape != want_b:
+            raise ValueError(f"out_bits/bits_offsets: shapes {tuple(out_bits.shape)}/{bo.shape} given; "
+                             f"expected {want_b} and ({want_b[0]}, {out_ch}) with 1 to 4 planes")
+        bits_offsets = bo
     if _fallback():
         out = reference.conv2d(xb, wb, in_ch, out_ch, mode=mode, act_at=act_at,
                                **{**kwargs, "spatial": spatial if spatial is None else sp[:, None]})
+        if out_bits is not None:
+            out_bits[...] = reference.pack_activations(out, bits_offsets, None)
         if mode == "float" and layout == "nhwc":
             out = np.ascontiguousarray(out.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
         return out
+    if variant is None:
+        variant = tuned_variant(resolved, in_ch, out_ch, k, p, h, w, threads)
     if mode == "int":
         out = np.empty((p, n, out_ch, h, w), np.int32)
     elif mode == "float":
@@ -248,5 +272,22 @@ def conv2d(x_bits, w_bits, in_ch: int, out_ch: int, *, mode: str = "int", part_s
     else:
         out = np.empty((n, h, w, (out_ch + 63) // 64), np.uint64)
     _ext.conv(xb, wb, int(in_ch), int(out_ch), out, mode, act_after_skip=act_at == "after_skip",
-              threads=threads, isa=resolved, **kwargs)
+              threads=threads, isa=resolved, out_bits=out_bits, bits_offsets=bits_offsets,
+              variant=int(variant), **kwargs)
     return out
+
+
+def kernel_variants(isa: Optional[str] = None) -> list:
+    """Names of the conv kernel variants of ``isa`` (default: the path in use), default first;
+    every variant computes the same integers."""
+    resolved = resolve_isa(isa)
+    if _ext is None:
+        return ["reference"]
+    return list(_ext.conv_variants(resolved))
+
+
+def tuned_variant(isa, in_ch, out_ch, k, parts, h, w, threads) -> int:
+    """The kernel variant ``ops.native.tune`` chose for this path and shape (0 until tuned)."""
+    from ops.native import tune
+
+    return tune.variant(isa, in_ch, out_ch, k, parts, h, w, threads)

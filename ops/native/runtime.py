@@ -23,15 +23,37 @@ model; the float epilogue agrees to float32 rounding (summation order).
 Activations flow channels-last by default (``channels_last=True``): packing then reads
 contiguous channels and the epilogue writes contiguous channels; the output is returned as
 an ordinary NCHW-contiguous tensor.
+
+The network without per-layer overhead:
+
+* **Linked layers.** When the input of a binary conv is, unchanged (its version counter), the
+  output of the binary conv before it and it binarizes that input directly (no BAM, no local
+  mean: ``(x - offsets[p]) < 0``), the first call links the two; from then on the producer's
+  epilogue writes the consumer's packed bits (all its P planes) in the same pass as the FP
+  output, and the consumer skips packing. The bits travel on the output tensor (``_bsr_bits``,
+  tagged with the consumer and the tensor's version), so anything that changes or replaces the
+  tensor in between makes the consumer pack for itself: never stale bits.
+* **Frozen layers.** Each conv runs a C++ ``Layer`` (weights, the amx path's int8 tiles and the
+  padded epilogue vectors prepared once), and its kernel variant is the tuned one
+  (``ops.native.tune``).
+* **Buffers reused across calls.** The layers of one compiled network share a ``BufferPool``: a
+  buffer is handed out again once nothing but the pool references it, so a chain of layers runs
+  on a few hot buffers instead of a fresh allocation per layer.
+* **Native FP data movement.** ``nn.PixelShuffle`` becomes ``NativePixelShuffle`` (depth-to-
+  space on channels-last data in the thread pool) and the builder's ``ImageSkip`` (bilinear,
+  nearest, pre-shuffle repeat) becomes ``NativeImageSkip``; no layout copy inside a compiled
+  network (FP convs run in oneDNN on the channels-last tensors, fp32).
 """
 from __future__ import annotations
 
 import copy
+import sys
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ops.conv import BinaryConv2d
 from ops.native import kernels
@@ -48,6 +70,38 @@ def _vec(t: Optional[torch.Tensor], n: int) -> Optional[np.ndarray]:
     return np.ascontiguousarray(a.numpy())
 
 
+class BufferPool:
+    """Output buffers of the layers of one compiled network, reused across layers and calls: a
+    layer takes a buffer of its shape that nothing but the pool references any more (Python
+    reference count: the tensor of a previous call that a caller or the next layer still holds
+    is never handed out again), the most recently made first, so a network runs on a few hot
+    buffers (a chain of layers: about three per shape) instead of one fresh allocation per layer.
+    Under the GIL a lookup is atomic, so two threads calling one network never get the same
+    buffer (each holds a reference to the one it got)."""
+
+    #: references of a free buffer seen by ``sys.getrefcount``: the pool's list, the loop
+    #: variable and the argument
+    FREE_REFS = 3
+
+    def __init__(self):
+        self._bufs: dict = {}
+
+    def get(self, key, make):
+        bufs = self._bufs.setdefault(key, [])
+        for buf in reversed(bufs):
+            if sys.getrefcount(buf) <= self.FREE_REFS:
+                return buf
+        buf = make()
+        bufs.append(buf)
+        return buf
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._bufs.values())
+
+    def __deepcopy__(self, memo):  # a copied model gets its own (empty) pool
+        return BufferPool()
+
+
 class NativeBinaryConv2d(nn.Module):
     """Inference-only replacement of an eval-mode ``BinaryConv2d`` running its ``ConvPlan``
     through the native kernel. ``forward(x, history=())`` like the layer it replaces."""
@@ -62,6 +116,10 @@ class NativeBinaryConv2d(nn.Module):
         self.offsets = np.ascontiguousarray(plan.threshold_offsets.numpy().astype(np.float32))
         n = plan.out_ch
         self.part_scale = np.ascontiguousarray(plan.part_scale.numpy().astype(np.float32))
+        self._layers: dict = {}     # isa (and consumer) -> frozen C++ layer
+        self.pool = BufferPool()    # compile() gives every layer of a network the same one
+        self._variants: dict = {}   # (isa, H, W, threads) -> kernel variant
+        self._consumer: Optional["NativeBinaryConv2d"] = None  # the layer it packs bits for
         self.epilogue = dict(
             bias=_vec(plan.bias, n), post_scale=_vec(plan.post_scale, n),
             post_bias=_vec(plan.post_bias, n),
@@ -116,34 +174,137 @@ class NativeBinaryConv2d(nn.Module):
                     residual=None if residual is None else residual[i:i + 1], layout=layout,
                     threads=self.threads, **e)))
             return torch.cat(outs, 0)
-        # fast path: the arrays were checked when the layer was built and the C++ side checks
-        # every call again, so skip the Python-side validation (it costs ~50 us per layer)
+        return self._forward_native(x, xa, tmap, spatial, residual, channels_last, scales)
+
+    # -- the native path -----------------------------------------------------------------------
+    def _layer(self, isa: str):
+        """The frozen C++ layer for ``isa`` (with the consumer's offsets when linked)."""
+        key = (isa, None if self._consumer is None else id(self._consumer))
+        layer = self._layers.get(key)
+        if layer is None:
+            e = self.epilogue
+            nxt = self._consumer
+            layer = kernels._ext.Layer(
+                self.w_bits, self.in_ch, self.out_ch, part_scale=self.part_scale, bias=e["bias"],
+                post_scale=e["post_scale"], post_bias=e["post_bias"], act=e["act"],
+                act_after_skip=e["act_at"] == "after_skip", slope=e["slope"], act_shift=e["act_shift"],
+                act_bias=e["act_bias"], repeat=e["repeat"], parts=self.plan.parts,
+                bits_offsets=None if nxt is None else nxt.offsets, isa=isa)
+            self._layers[key] = layer
+        return layer
+
+
+    def _variant(self, isa: str, h: int, w: int, threads: int) -> int:
+        key = (isa, h, w, threads)
+        v = self._variants.get(key)
+        if v is None:
+            v = kernels.tuned_variant(isa, self.in_ch, self.out_ch, self.plan.kernel_size,
+                                      self.plan.parts, h, w, threads)
+            self._variants[key] = v
+        return v
+
+    def _forward_native(self, x, xa, tmap, spatial, residual, channels_last, scales):
+        plan = self.plan
         isa = kernels.resolve_isa()
         threads = kernels.default_threads(self.threads)
         ext = kernels._ext
-        bits = ext.pack_activations(xa.numpy(), self.offsets, None if tmap is None else tmap.numpy(),
-                                    threads, isa)
         n, _, h, w = x.shape
-        out = torch.empty((n, plan.out_ch, h, w), dtype=torch.float32,
-                          memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        e = self.epilogue
+        # the packed bits: made by the layer that wrote x when it was linked to this one (and x
+        # was not changed since: its version counter), else packed here
+        tag = getattr(x, "_bsr_bits", None)
+        if tag is not None and tag[0] is self and tag[1] == x._version and xa is x and tmap is None:
+            bits = tag[2]
+        else:
+            bits = ext.pack_activations(xa.numpy(), self.offsets,
+                                        None if tmap is None else tmap.numpy(), threads, isa)
+            producer = getattr(x, "_bsr_from", None)
+            if (producer is not None and producer is not self and xa is x and tmap is None
+                    and getattr(x, "_bsr_version", None) == x._version and self.plan.parts <= 4):
+                producer._link(self)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        pool = self.pool
+        out = pool.get(("out", n, plan.out_ch, h, w, channels_last),
+                       lambda: torch.empty((n, plan.out_ch, h, w), dtype=torch.float32,
+                                           memory_format=fmt))
+        nxt = self._consumer
+        out_bits = None
+        if nxt is not None and (scales is None or n == 1):
+            shape = (nxt.plan.parts, n, h, w, (plan.out_ch + 63) // 64)
+            out_bits = pool.get(("bits",) + shape, lambda: np.empty(shape, np.uint64))
+        layer = self._layer(isa)
+        variant = self._variant(isa, h, w, threads)
         sp = None if spatial is None else spatial.numpy()[:, 0]
         res = None if residual is None else residual.numpy()
         o = out.numpy()
         if scales is None:
-            samples = [(bits, o, sp, res, e["post_scale"])]
+            layer.run(bits, o, res, sp, None, out_bits, threads, variant)
         else:  # one call per sample: its own channel scale
             sc = scales.numpy()
-            samples = [(np.ascontiguousarray(bits[:, i:i + 1]), o[i:i + 1],
-                        None if sp is None else sp[i:i + 1], None if res is None else res[i:i + 1],
-                        np.ascontiguousarray(sc[i])) for i in range(n)]
-        for b_i, o_i, sp_i, res_i, ps_i in samples:
-            ext.conv(b_i, self.w_bits, plan.in_ch, plan.out_ch, o_i, "float",
-                     part_scale=self.part_scale, bias=e["bias"], spatial=sp_i,
-                     post_scale=ps_i, post_bias=e["post_bias"], act=e["act"],
-                     act_after_skip=e["act_at"] == "after_skip", slope=e["slope"],
-                     act_shift=e["act_shift"], act_bias=e["act_bias"],
-                     residual=res_i, repeat=e["repeat"], threads=threads, isa=isa)
+            for i in range(n):
+                layer.run(np.ascontiguousarray(bits[:, i:i + 1]), o[i:i + 1],
+                          None if res is None else res[i:i + 1], None if sp is None else sp[i:i + 1],
+                          np.ascontiguousarray(sc[i]), out_bits, threads, variant)
+        out._bsr_from = self
+        out._bsr_version = out._version
+        out._bsr_bits = None if out_bits is None else (nxt, out._version, out_bits)
+        return out
+
+    def _link(self, consumer: "NativeBinaryConv2d") -> None:
+        """From now on also write ``consumer``'s packed bits (its threshold offsets) in this
+        layer's epilogue: the consumer reads this layer's output and binarizes it directly."""
+        if self._consumer is None:
+            self._consumer = consumer
+
+
+class NativePixelShuffle(nn.Module):
+    """``nn.PixelShuffle(r)`` with the depth-to-space done natively on channels-last float32
+    input (the compiled network's layout), in the thread pool; any other input goes to
+    ``F.pixel_shuffle``. Same values (a permutation)."""
+
+    def __init__(self, upscale_factor: int, threads: Optional[int] = None):
+        super().__init__()
+        self.upscale_factor = int(upscale_factor)
+        self.threads = threads
+
+    def extra_repr(self) -> str:
+        return f"upscale_factor={self.upscale_factor}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.upscale_factor
+        if (kernels._ext is None or x.dim() != 4 or x.dtype != torch.float32 or x.requires_grad
+                or x.shape[1] % (r * r) or x.is_contiguous()
+                or not x.is_contiguous(memory_format=torch.channels_last)):
+            return F.pixel_shuffle(x, r)
+        n, c, h, w = x.shape
+        out = torch.empty((n, c // (r * r), h * r, w * r), dtype=torch.float32,
+                          memory_format=torch.channels_last)
+        kernels._ext.depth_to_space(x.numpy(), out.numpy(), r, kernels.default_threads(self.threads))
+        return out
+
+
+class NativeImageSkip(nn.Module):
+    """The builder's image-level skip ``o + up(x)`` (``space.builder.ImageSkip``: bilinear,
+    nearest, or nearest before the shuffle as ``x.repeat_interleave(s^2, 1)``) computed natively
+    on the compiled network's channels-last tensors, with PyTorch's index and weight arithmetic
+    (bicubic, or anything else, runs the original module)."""
+
+    def __init__(self, skip: nn.Module, threads: Optional[int] = None):
+        super().__init__()
+        self.skip = skip
+        self.mode, self.scale, self.pre_shuffle = skip.mode, int(skip.scale), bool(skip.pre_shuffle)
+        self.threads = threads
+
+    def forward(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        mode = "repeat" if self.pre_shuffle else self.mode
+        if (kernels._ext is None or mode not in ("repeat", "bilinear", "nearest") or o.dim() != 4
+                or x.dim() != 4 or o.dtype != torch.float32 or x.dtype != torch.float32
+                or o.requires_grad or x.requires_grad):
+            return self.skip(o, x)
+        cl = o.is_contiguous(memory_format=torch.channels_last) and not o.is_contiguous()
+        out = torch.empty(o.shape, dtype=torch.float32,
+                          memory_format=torch.channels_last if cl else torch.contiguous_format)
+        kernels._ext.image_skip(o.numpy(), x.numpy(), out.numpy(), self.scale, mode,
+                                kernels.default_threads(self.threads))
         return out
 
 
@@ -154,11 +315,27 @@ def convert(model: nn.Module, threads: Optional[int] = None) -> nn.Module:
     m = copy.deepcopy(model).eval()
     if isinstance(m, BinaryConv2d):
         return NativeBinaryConv2d(m, threads)
+    pool = BufferPool()
     for name, child in list(m.named_modules()):
         for attr, sub in list(child.named_children()):
-            if isinstance(sub, BinaryConv2d):
-                setattr(child, attr, NativeBinaryConv2d(sub, threads))
+            native = _native_module(sub, threads)
+            if native is not None:
+                if isinstance(native, NativeBinaryConv2d):
+                    native.pool = pool
+                setattr(child, attr, native)
     return m
+
+
+def _native_module(sub: nn.Module, threads: Optional[int]) -> Optional[nn.Module]:
+    """The native replacement of ``sub`` (None: keep it): binary convs, PixelShuffle, and the
+    builder's image skip (recognised by its fields, so ``ops`` does not import ``space``)."""
+    if isinstance(sub, BinaryConv2d):
+        return NativeBinaryConv2d(sub, threads)
+    if type(sub) is nn.PixelShuffle:
+        return NativePixelShuffle(sub.upscale_factor, threads)
+    if type(sub).__name__ == "ImageSkip" and all(hasattr(sub, f) for f in ("mode", "scale", "pre_shuffle")):
+        return NativeImageSkip(sub, threads)
+    return None
 
 
 class CompiledModel(nn.Module):
@@ -178,7 +355,11 @@ class CompiledModel(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = self.module(x, *args, **kwargs)
-        return y.contiguous() if isinstance(y, torch.Tensor) else y
+        if not isinstance(y, torch.Tensor):
+            return y
+        if getattr(y, "_bsr_from", None) is not None:  # a layer's reused buffer: hand out a copy
+            return y.clone(memory_format=torch.contiguous_format)
+        return y.contiguous()
 
 
 def compile(model: nn.Module, threads: Optional[int] = None,  # noqa: A001

@@ -89,15 +89,17 @@ def test_info_reports_build_and_path(monkeypatch):
     assert info["threads"] == max(1, torch.get_num_threads())
     if ext is not None:
         assert info["isa"] == info["supported"][0]
-        assert info["compiled"] == ["avx512", "avx2", "popcnt", "scalar"]
+        assert info["compiled"] == ["amx", "avx512", "avx2", "popcnt", "scalar"]
         assert "scalar" in info["supported"]
         cpu = info["cpu"]
         assert ("avx512" in info["supported"]) == (cpu["avx512f"] and cpu["avx512vpopcntdq"]
                                                    and cpu["avx512bw"] and cpu["avx512vl"])
         assert ("avx2" in info["supported"]) == cpu["avx2"]
+        assert ("amx" in info["supported"]) == ("avx512" in info["supported"] and cpu["amx_tile"]
+                                                and cpu["amx_int8"] and cpu["amx_os"])
 
 
-@pytest.mark.parametrize("isa", ["avx512", "avx2", "popcnt", "scalar"])
+@pytest.mark.parametrize("isa", ["amx", "avx512", "avx2", "popcnt", "scalar"])
 def test_forcing_isa_by_environment(monkeypatch, isa):
     monkeypatch.setenv("BSRNAS_ISA", isa)
     x, w = torch.randn(1, 10, 4, 4), torch.randn(8, 10, 3, 3)

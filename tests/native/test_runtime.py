@@ -97,11 +97,20 @@ def test_sr_model_matches_and_model_unchanged():
 
 @pytest.mark.skipif(native.kernels._ext is None, reason="C++ extension not built")
 def test_runtime_uses_native_integer_conv(monkeypatch):
-    """Every binary conv goes through the extension's conv (counted)."""
+    """Every binary conv goes through the extension's compiled layer (its runs counted)."""
     ext = native.kernels._ext
     calls = []
-    real = ext.conv
-    monkeypatch.setattr(ext, "conv", lambda *a, **k: calls.append(a[2:4]) or real(*a, **k))
+    real = ext.Layer
+
+    class Counting:
+        def __init__(self, *a, **k):
+            self.inner, self.shape = real(*a, **k), a[1:3]
+
+        def run(self, *a, **k):
+            calls.append(self.shape)
+            return self.inner.run(*a, **k)
+
+    monkeypatch.setattr(ext, "Layer", Counting)
     block = randomize(BinaryBlock(16, [dict(), dict(skip="fp")]))
     assert_matches(block, torch.randn(1, 16, 5, 5))
     assert calls == [(16, 16), (16, 16)]

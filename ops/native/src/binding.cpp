@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -13,6 +14,10 @@
 
 #include "kernel.h"
 #include "thread_pool.h"
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 namespace py = pybind11;
 using bsr::ConvArgs;
@@ -24,7 +29,8 @@ namespace {
 // ----------------------------------------------------------------------------- ISA dispatch
 struct Features {
     bool x86 = false, popcnt = false, avx2 = false, avx512f = false, avx512bw = false,
-         avx512vl = false, avx512vpopcntdq = false;
+         avx512vl = false, avx512vpopcntdq = false, amx_tile = false, amx_int8 = false,
+         amx_os = false;  // amx_os: XCR0 enables the tile state and the OS granted its use
 };
 
 Features detect() {
@@ -38,6 +44,17 @@ Features detect() {
     f.avx512bw = __builtin_cpu_supports("avx512bw");
     f.avx512vl = __builtin_cpu_supports("avx512vl");
     f.avx512vpopcntdq = __builtin_cpu_supports("avx512vpopcntdq");
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+        f.amx_tile = (d >> 24) & 1;
+        f.amx_int8 = (d >> 25) & 1;
+    }
+    if (f.amx_tile && f.amx_int8 && __get_cpuid(1, &a, &b, &c, &d) && ((c >> 27) & 1)) {  // OSXSAVE
+        unsigned lo, hi;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        const bool xcr0 = ((lo >> 17) & 3) == 3;  // XTILECFG and XTILEDATA enabled
+        f.amx_os = xcr0 && bsr::amx_request_permission();
+    }
 #endif
     return f;
 }
@@ -53,11 +70,13 @@ bool isa_supported(const std::string& isa) {
     if (isa == "popcnt") return f.popcnt;
     if (isa == "avx2") return f.avx2 && f.popcnt;
     if (isa == "avx512") return f.avx512f && f.avx512bw && f.avx512vl && f.avx512vpopcntdq;
+    if (isa == "amx") return isa_supported("avx512") && f.amx_tile && f.amx_int8 && f.amx_os;
     return false;
 }
 
-// Order of preference of the automatic choice ("auto").
-const char* const kIsaOrder[] = {"avx512", "avx2", "popcnt", "scalar"};
+// Order of preference of the automatic choice ("auto"): measured on the 64 -> 64 3x3 layer
+// (BENCHMARKS.md `kernel`, README of ops/native), each path faster than the next where both run.
+const char* const kIsaOrder[] = {"amx", "avx512", "avx2", "popcnt", "scalar"};
 
 std::vector<std::string> supported_isas() {
     std::vector<std::string> out;
@@ -72,7 +91,7 @@ std::string resolve_isa(const std::string& isa) {
     for (const char* k : kIsaOrder) known = known || isa == k;
     if (!known)
         throw std::invalid_argument("isa: unknown value '" + isa +
-                                    "'; allowed: auto, avx512, avx2, popcnt, scalar");
+                                    "'; allowed: auto, amx, avx512, avx2, popcnt, scalar");
     if (!isa_supported(isa)) {
         std::string s;
         for (const auto& k : supported_isas()) s += (s.empty() ? "" : ", ") + k;
@@ -85,6 +104,7 @@ typedef void (*ConvFn)(const ConvArgs&, int64_t, int64_t);
 typedef void (*PackFn)(const PackArgs&, int64_t, int64_t);
 
 ConvFn conv_fn(const std::string& isa) {
+    if (isa == "amx") return bsr::conv_rows_amx;
     if (isa == "avx512") return bsr::conv_rows_avx512;
     if (isa == "avx2") return bsr::conv_rows_avx2;
     if (isa == "popcnt") return bsr::conv_rows_popcnt;
@@ -92,10 +112,25 @@ ConvFn conv_fn(const std::string& isa) {
 }
 
 PackFn pack_fn(const std::string& isa) {
-    if (isa == "avx512") return bsr::pack_rows_avx512;
+    if (isa == "avx512" || isa == "amx") return bsr::pack_rows_avx512;
     if (isa == "avx2") return bsr::pack_rows_avx2;
     if (isa == "popcnt") return bsr::pack_rows_popcnt;
     return bsr::pack_rows_scalar;
+}
+
+// Kernel variants of each path (ConvArgs::variant), default first. The popcount paths differ in
+// the register tile (pixels per weight load: kernel_body.inc conv_rows_np), amx in the block
+// of tiles and the loop order (kernel_amx.cpp).
+std::vector<std::string> conv_variants(const std::string& isa) {
+    if (isa == "amx") {
+        std::vector<std::string> v;
+        for (int i = 0; i < bsr::amx_num_variants(); ++i) v.push_back(bsr::amx_variant_name(i));
+        return v;
+    }
+    if (isa == "avx512")
+        return {"8-pixel tile", "4-pixel tile", "12-pixel tile", "1 pixel x 64 channels (naive-loop order)"};
+    if (isa == "avx2") return {"4-pixel tile (3 vector + 1 scalar)", "3-pixel tile", "2-pixel tile"};
+    return {"1-pixel tile", "2-pixel tile", "4-pixel tile"};
 }
 
 // ----------------------------------------------------------------------------- array checks
@@ -217,7 +252,8 @@ void conv(const py::object& xo, const py::object& wo, int in_ch, int out_ch, con
           const py::object& spatial, const py::object& post_scale, const py::object& post_bias,
           const std::string& act, bool act_after_skip, const py::object& slope,
           const py::object& act_shift, const py::object& act_bias, const py::object& residual,
-          int repeat, const py::object& out_threshold, int threads, const std::string& isa_name) {
+          int repeat, const py::object& out_threshold, int threads, const std::string& isa_name,
+          const py::object& out_bits, const py::object& bits_offsets, int variant) {
     const std::string isa = resolve_isa(isa_name);
     py::array x = as_array(xo, "x_bits"), w = as_array(wo, "w_bits"), out = as_array(outo, "out");
     check_array<uint64_t>(x, "x_bits", 5, true);
@@ -298,13 +334,331 @@ void conv(const py::object& xo, const py::object& wo, int in_ch, int out_ch, con
         a.rn = es(res, 0); a.rc = es(res, 1); a.ry = es(res, 2); a.rx = es(res, 3);
     }
     a.out = out.mutable_data();
-    if (a.mode == bsr::kOutPacked)
-        std::fill((uint64_t*)a.out, (uint64_t*)a.out + (size_t)N * H * W * a.Ow, (uint64_t)0);
+    std::vector<float> boff;
+    py::array ob;
+    if (a.mode == bsr::kOutPacked) {
+        if (!out_bits.is_none())
+            throw std::invalid_argument("out_bits: only with mode 'float' (mode 'packed' writes out)");
+        a.bits_out = (uint64_t*)a.out; a.bits_ps = 0; a.Pn = 1; a.bits_off = thr.data();
+    } else if (!out_bits.is_none()) {
+        if (a.mode != bsr::kOutFloat)
+            throw std::invalid_argument("out_bits: only with mode 'float'");
+        ob = as_array(out_bits, "out_bits");
+        check_array<uint64_t>(ob, "out_bits", 5, true);
+        if (!ob.writeable()) throw std::invalid_argument("out_bits: array is read-only");
+        const int Pn = (int)ob.shape(0);
+        a.Ow = (out_ch + 63) / 64;
+        if (Pn < 1 || Pn > bsr::kMaxBitPlanes)
+            throw std::invalid_argument("out_bits: " + std::to_string(Pn) + " planes given; allowed: 1 to " +
+                                        std::to_string(bsr::kMaxBitPlanes));
+        check_shape(ob, "out_bits", {Pn, N, H, W, a.Ow});
+        if (bits_offsets.is_none()) throw std::invalid_argument("bits_offsets: required with out_bits");
+        py::array bo = as_array(bits_offsets, "bits_offsets");
+        check_array<float>(bo, "bits_offsets", 2, true);
+        check_shape(bo, "bits_offsets", {Pn, out_ch});
+        boff.assign((size_t)Pn * padded, 0.f);
+        for (int q = 0; q < Pn; ++q)
+            for (int o = 0; o < out_ch; ++o) boff[(size_t)q * padded + o] = ((const float*)bo.data())[q * out_ch + o];
+        a.bits_out = (uint64_t*)ob.mutable_data(); a.bits_ps = (int64_t)N * H * W * a.Ow; a.Pn = Pn;
+        a.bits_off = boff.data();
+    } else if (!bits_offsets.is_none()) {
+        throw std::invalid_argument("bits_offsets: only with out_bits");
+    }
+    const int nvar = (int)conv_variants(isa).size();
+    if (variant < 0) variant = 0;
+    if (variant >= nvar)
+        throw std::invalid_argument("variant: " + std::to_string(variant) + " given; path " + isa + " has " +
+                                    std::to_string(nvar) + " (0 to " + std::to_string(nvar - 1) + ")");
+    a.variant = variant;
     if ((int64_t)N * H * W == 0) return;
+    std::vector<int8_t> wamx;
+    if (isa == "amx") {
+        wamx.resize((size_t)bsr::amx_weight_bytes(a));
+        bsr::amx_prepare_weights(a, wamx.data());
+        a.wamx = wamx.data();
+    }
     ConvFn fn = conv_fn(isa);
     // conv: about one cycle per 64 binary MACs plus one per output value
     const double per_row = (double)W * Ot * 8 * (P * (double)k * k * Cw + 1.0);
     parallel_rows((int64_t)N * H, threads, per_row, [&](int64_t r0, int64_t r1) { fn(a, r0, r1); });
+}
+
+// Measured ceiling of a path: its register-resident inner loop (kernel.h peak_*), `iters`
+// iterations on each of `threads` threads at once; returns the binary MACs done in total.
+double peak(const std::string& isa_name, int64_t iters, int threads) {
+    const std::string isa = resolve_isa(isa_name);
+    if (iters < 1) throw std::invalid_argument("iters: must be >= 1");
+    double (*fn)(int64_t, uint64_t*) = isa == "amx" ? bsr::peak_amx : isa == "avx512" ? bsr::peak_avx512
+                                     : isa == "avx2" ? bsr::peak_avx2 : isa == "popcnt" ? bsr::peak_popcnt
+                                     : bsr::peak_scalar;
+    std::vector<double> macs((size_t)std::max(threads, 1), 0.0);
+    std::vector<uint64_t> sink((size_t)std::max(threads, 1) * 8, 0);
+    parallel_rows(threads, threads, 1e12, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) macs[(size_t)r] = fn(iters, &sink[(size_t)r * 8]);
+    });
+    double total = 0;
+    for (double m : macs) total += m;
+    return total;
+}
+
+// The naive-loop baseline (kernel.h NaiveArgs): x_padded (H+2, W+2, Cw) uint64, w_naive
+// (3, 3, Cw, O) uint64 with O a multiple of 8 (avx2: of 4), out (H, W, O) int32.
+void naive_conv(const py::object& xo, const py::object& wo, const py::object& outo, int threads,
+                const std::string& isa_name) {
+    std::string isa = resolve_isa(isa_name);
+    if (isa == "amx") isa = "avx512";
+    if (isa != "avx512" && isa != "avx2")
+        throw std::invalid_argument("naive_conv: path '" + isa + "' given; allowed: avx512, avx2");
+    py::array x = as_array(xo, "x_padded"), w = as_array(wo, "w_naive"), out = as_array(outo, "out");
+    check_array<uint64_t>(x, "x_padded", 3, true);
+    check_array<uint64_t>(w, "w_naive", 4, true);
+    check_array<int32_t>(out, "out", 3, true);
+    const int H = (int)x.shape(0) - 2, W = (int)x.shape(1) - 2, Cw = (int)x.shape(2), O = (int)w.shape(3);
+    if (H < 1 || W < 1) throw std::invalid_argument("x_padded: shape " + shape_str(x) + " too small");
+    if (O % 8) throw std::invalid_argument("w_naive: O must be a multiple of 8");
+    check_shape(w, "w_naive", {3, 3, Cw, O});
+    check_shape(out, "out", {H, W, O});
+    bsr::NaiveArgs a{(const uint64_t*)x.data(), (const uint64_t*)w.data(), (int32_t*)out.mutable_data(), H, W, Cw, O};
+    auto fn = isa == "avx512" ? bsr::naive_rows_avx512 : bsr::naive_rows_avx2;
+    parallel_rows(H, threads, (double)W * O * 9 * Cw, [&](int64_t r0, int64_t r1) { fn(a, r0, r1); });
+}
+
+
+// ----------------------------------------------------------------------------- compiled layer
+// One binary conv of a compiled network, frozen: packed weights (and the amx path's int8 B
+// tiles), the epilogue vectors padded to whole tiles, the next layer's binarization offsets
+// when its packed bits are produced here. run() only checks the shapes of what changes per call
+// and starts the kernel: no per-call copies or conversions of the layer's constants.
+class Layer {
+  public:
+    Layer(const py::object& wo, int in_ch, int out_ch, const py::object& part_scale, const py::object& bias,
+          const py::object& post_scale, const py::object& post_bias, const std::string& act,
+          bool act_after_skip, const py::object& slope, const py::object& act_shift,
+          const py::object& act_bias, int repeat, int parts, const py::object& bits_offsets,
+          const std::string& isa_name)
+        : isa_(resolve_isa(isa_name)) {
+        py::array w = as_array(wo, "w_bits");
+        check_array<uint64_t>(w, "w_bits", 5, true);
+        if (in_ch < 1 || out_ch < 1 || parts < 1 || repeat < 1 || out_ch % repeat)
+            throw std::invalid_argument("Layer: in_ch, out_ch, parts, repeat must be >= 1 and repeat divide out_ch");
+        const int k = (int)w.shape(1), Cw = (in_ch + 63) / 64, Ot = (out_ch + 7) / 8;
+        if (k != 1 && k != 3) throw std::invalid_argument("w_bits: kernel size must be 1 or 3");
+        check_shape(w, "w_bits", {Ot, k, k, Cw, 8});
+        w_.assign((const uint64_t*)w.data(), (const uint64_t*)w.data() + (size_t)Ot * k * k * Cw * 8);
+        a_.w = w_.data();
+        a_.C = in_ch; a_.Cw = Cw; a_.k = k; a_.O = out_ch; a_.Ot = Ot; a_.P = parts; a_.repeat = repeat;
+        const int padded = Ot * 8;
+        ps_.assign((size_t)parts * padded, 1.f);
+        if (!part_scale.is_none()) {
+            py::array sa = as_array(part_scale, "part_scale");
+            check_array<float>(sa, "part_scale", 2, true);
+            check_shape(sa, "part_scale", {parts, out_ch});
+            for (int q = 0; q < parts; ++q)
+                for (int o = 0; o < out_ch; ++o) ps_[(size_t)q * padded + o] = ((const float*)sa.data())[q * out_ch + o];
+        }
+        b_ = channel_vector(bias, "bias", out_ch, padded, 0.f);
+        pos_ = channel_vector(post_scale, "post_scale", out_ch, padded, 1.f);
+        pob_ = channel_vector(post_bias, "post_bias", out_ch, padded, 0.f);
+        sl_ = channel_vector(slope, "slope", out_ch, padded, 1.f);
+        sh_ = channel_vector(act_shift, "act_shift", out_ch, padded, 0.f);
+        ab_ = channel_vector(act_bias, "act_bias", out_ch, padded, 0.f);
+        a_.part_scale = ps_.data(); a_.bias = b_.data(); a_.post_scale = pos_.data(); a_.post_bias = pob_.data();
+        a_.slope = sl_.data(); a_.act_shift = sh_.data(); a_.act_bias = ab_.data();
+        if (act == "none") a_.act = 0;
+        else if (act == "prelu") a_.act = 1;
+        else throw std::invalid_argument("act: '" + act + "' given; allowed: none, prelu");
+        a_.act_after_skip = act_after_skip ? 1 : 0;
+        a_.Ow = (out_ch + 63) / 64;
+        if (!bits_offsets.is_none()) {
+            py::array bo = as_array(bits_offsets, "bits_offsets");
+            check_array<float>(bo, "bits_offsets", 2, true);
+            pn_ = (int)bo.shape(0);
+            if (pn_ < 1 || pn_ > bsr::kMaxBitPlanes)
+                throw std::invalid_argument("bits_offsets: 1 to 4 planes allowed");
+            check_shape(bo, "bits_offsets", {pn_, out_ch});
+            boff_.assign((size_t)pn_ * padded, 0.f);
+            for (int q = 0; q < pn_; ++q)
+                for (int o = 0; o < out_ch; ++o) boff_[(size_t)q * padded + o] = ((const float*)bo.data())[q * out_ch + o];
+            a_.bits_off = boff_.data();
+        }
+        if (isa_ == "amx") {
+            wamx_.resize((size_t)bsr::amx_weight_bytes(a_));
+            bsr::amx_prepare_weights(a_, wamx_.data());
+            a_.wamx = wamx_.data();
+        }
+        nvar_ = (int)conv_variants(isa_).size();
+    }
+
+    // x_bits (P, N, H, W, Cw); out float (N, O, H, W) any strides; residual (N, O/repeat, H, W);
+    // spatial (N, H, W); post_scale (O,) replaces the layer's for this call (input-dependent
+    // channel factor, one sample); out_bits (Pn, N, H, W, Ow) for the next layer.
+    void run(py::array x, py::array out, const py::object& residual, const py::object& spatial,
+             const py::object& post_scale, const py::object& out_bits, int threads, int variant) {
+        check_array<uint64_t>(x, "x_bits", 5, true);
+        check_array<float>(out, "out", 4, false);
+        if (!out.writeable()) throw std::invalid_argument("out: array is read-only");
+        bsr::ConvArgs a = a_;
+        const int N = (int)x.shape(1), H = (int)x.shape(2), W = (int)x.shape(3);
+        check_shape(x, "x_bits", {a.P, N, H, W, a.Cw});
+        check_shape(out, "out", {N, a.O, H, W});
+        a.x = (const uint64_t*)x.data(); a.N = N; a.H = H; a.W = W; a.mode = bsr::kOutFloat;
+        a.on = es(out, 0); a.oo = es(out, 1); a.oy = es(out, 2); a.ox = es(out, 3);
+        a.out = out.mutable_data();
+        py::array res, sp, ob;
+        std::vector<float> pos;
+        if (!residual.is_none()) {
+            res = as_array(residual, "residual");
+            check_array<float>(res, "residual", 4, false);
+            check_shape(res, "residual", {N, a.O / a.repeat, H, W});
+            a.residual = (const float*)res.data();
+            a.rn = es(res, 0); a.rc = es(res, 1); a.ry = es(res, 2); a.rx = es(res, 3);
+        }
+        if (!spatial.is_none()) {
+            sp = as_array(spatial, "spatial");
+            check_array<float>(sp, "spatial", 3, false);
+            check_shape(sp, "spatial", {N, H, W});
+            a.spatial = (const float*)sp.data();
+            a.pn = es(sp, 0); a.py = es(sp, 1); a.px = es(sp, 2);
+        }
+        if (!post_scale.is_none()) {
+            pos = channel_vector(post_scale, "post_scale", a.O, a.Ot * 8, 1.f);
+            a.post_scale = pos.data();
+        }
+        if (!out_bits.is_none()) {
+            if (!pn_) throw std::invalid_argument("out_bits: this layer was built without bits_offsets");
+            ob = as_array(out_bits, "out_bits");
+            check_array<uint64_t>(ob, "out_bits", 5, true);
+            check_shape(ob, "out_bits", {pn_, N, H, W, a.Ow});
+            if (!ob.writeable()) throw std::invalid_argument("out_bits: array is read-only");
+            a.bits_out = (uint64_t*)ob.mutable_data(); a.bits_ps = (int64_t)N * H * W * a.Ow; a.Pn = pn_;
+        }
+        if (variant < 0 || variant >= nvar_) variant = 0;
+        a.variant = variant;
+        if ((int64_t)N * H * W == 0) return;
+        ConvFn fn = conv_fn(isa_);
+        const double per_row = (double)W * a.Ot * 8 * (a.P * (double)a.k * a.k * a.Cw + 1.0);
+        parallel_rows((int64_t)N * H, threads, per_row, [&](int64_t r0, int64_t r1) { fn(a, r0, r1); });
+    }
+
+    const std::string& isa() const { return isa_; }
+    int planes() const { return pn_; }
+
+  private:
+    std::string isa_;
+    bsr::ConvArgs a_{};
+    std::vector<uint64_t> w_;
+    std::vector<int8_t> wamx_;
+    std::vector<float> ps_, b_, pos_, pob_, sl_, sh_, ab_, boff_;
+    int pn_ = 0, nvar_ = 1;
+};
+
+// ----------------------------------------------------------------------------- FP data movement
+// Channels-last (NHWC memory) float32 helpers of the compiled network: rows of the output are
+// split over the thread pool; every value is computed with the float operations PyTorch uses.
+
+// PixelShuffle(r): in (N, C r^2, H, W) channels-last -> out (N, C, rH, rW) channels-last,
+// out[n, c, r y + i, r x + j] = in[n, c r^2 + i r + j, y, x].
+void depth_to_space(py::array x, py::array out, int r, int threads) {
+    check_array<float>(x, "x", 4, false);
+    check_array<float>(out, "out", 4, false);
+    const int N = (int)x.shape(0), Cin = (int)x.shape(1), H = (int)x.shape(2), W = (int)x.shape(3);
+    if (r < 1 || Cin % (r * r)) throw std::invalid_argument("depth_to_space: channels not a multiple of r^2");
+    const int C = Cin / (r * r);
+    check_shape(out, "out", {N, C, H * r, W * r});
+    if (es(x, 1) != 1 || es(out, 1) != 1)
+        throw std::invalid_argument("depth_to_space: x and out must be channels-last");
+    const float* xp = (const float*)x.data();
+    float* op = (float*)out.mutable_data();
+    const int64_t xn = es(x, 0), xy = es(x, 2), xx = es(x, 3), on = es(out, 0), oy = es(out, 2), ox = es(out, 3);
+    const int rr = r * r;
+    parallel_rows((int64_t)N * H * r, threads, (double)W * r * C, [&](int64_t r0, int64_t r1) {
+        for (int64_t row = r0; row < r1; ++row) {
+            const int64_t n = row / (H * r);
+            const int yo = (int)(row % (H * r)), y = yo / r, i = yo % r;
+            float* orow = op + n * on + yo * oy;
+            const float* irow = xp + n * xn + y * xy;
+            for (int x0 = 0; x0 < W; ++x0) {
+                const float* ip = irow + x0 * xx + i * r;
+                for (int j = 0; j < r; ++j) {
+                    float* o = orow + (int64_t)(x0 * r + j) * ox;
+                    const float* s = ip + j;
+                    for (int c = 0; c < C; ++c) o[c] = s[(int64_t)c * rr];
+                }
+            }
+        }
+    });
+}
+
+// Image-level skip on channels-last data: out = o + up(x), up = F.interpolate(x, scale_factor=s,
+// mode) for mode 'bilinear' (align_corners=False) or 'nearest', or for mode 'repeat' (the
+// pre-shuffle nearest skip) o (N, C s^2, H, W) + x.repeat_interleave(s^2, 1). o and out have
+// the same shape, x is (N, C, H, W) (any strides). PyTorch's index and weight arithmetic.
+void image_skip(py::array o, py::array x, py::array out, int s, const std::string& mode,
+                int threads) {
+    check_array<float>(o, "o", 4, false);
+    check_array<float>(x, "x", 4, false);
+    check_array<float>(out, "out", 4, false);
+    const int N = (int)o.shape(0), Co = (int)o.shape(1), Ho = (int)o.shape(2), Wo = (int)o.shape(3);
+    const int C = (int)x.shape(1), H = (int)x.shape(2), W = (int)x.shape(3);
+    check_shape(out, "out", {N, Co, Ho, Wo});
+    if (mode == "repeat") {
+        check_shape(x, "x", {N, Co / (s * s), Ho, Wo});
+    } else {
+        check_shape(x, "x", {N, Co, Ho / s, Wo / s});
+        if (Ho != H * s || Wo != W * s) throw std::invalid_argument("image_skip: o is not s times x");
+        if (mode != "bilinear" && mode != "nearest") throw std::invalid_argument("image_skip: unknown mode " + mode);
+    }
+    const float* op = (const float*)o.data();
+    const float* xp = (const float*)x.data();
+    float* dp = (float*)out.mutable_data();
+    const int64_t on = es(o, 0), oc = es(o, 1), oy = es(o, 2), ox = es(o, 3);
+    const int64_t xn = es(x, 0), xc = es(x, 1), xy = es(x, 2), xx = es(x, 3);
+    const int64_t dn = es(out, 0), dc = es(out, 1), dy = es(out, 2), dx = es(out, 3);
+    const float scale = 1.0f / (float)s;  // PyTorch: 1 / scale_factor when it is given
+    parallel_rows((int64_t)N * Ho, threads, (double)Wo * Co * 4, [&](int64_t r0, int64_t r1) {
+        for (int64_t row = r0; row < r1; ++row) {
+            const int64_t n = row / Ho;
+            const int yo = (int)(row % Ho);
+            const float* orow = op + n * on + yo * oy;
+            float* drow = dp + n * dn + yo * dy;
+            if (mode == "repeat") {
+                const int rep = s * s;
+                const float* xr = xp + n * xn + yo * xy;
+                for (int xo = 0; xo < Wo; ++xo)
+                    for (int c = 0; c < Co; ++c)
+                        drow[xo * dx + c * dc] = orow[xo * ox + c * oc] + xr[xo * xx + (c / rep) * xc];
+                continue;
+            }
+            if (mode == "nearest") {  // src = floor(dst * scale), clamped
+                const int ys = std::min((int)std::floor((float)yo * scale), H - 1);
+                const float* xr = xp + n * xn + ys * xy;
+                for (int xo = 0; xo < Wo; ++xo) {
+                    const int xs = std::min((int)std::floor((float)xo * scale), W - 1);
+                    for (int c = 0; c < Co; ++c)
+                        drow[xo * dx + c * dc] = orow[xo * ox + c * oc] + xr[xs * xx + c * xc];
+                }
+                continue;
+            }
+            float sy = scale * ((float)yo + 0.5f) - 0.5f;
+            if (sy < 0) sy = 0;
+            const int y0 = (int)sy, y1 = y0 + (y0 < H - 1 ? 1 : 0);
+            const float ly1 = sy - (float)y0, ly0 = 1.f - ly1;
+            const float* x0r = xp + n * xn + y0 * xy;
+            const float* x1r = xp + n * xn + y1 * xy;
+            for (int xo = 0; xo < Wo; ++xo) {
+                float sx = scale * ((float)xo + 0.5f) - 0.5f;
+                if (sx < 0) sx = 0;
+                const int c0 = (int)sx, c1 = c0 + (c0 < W - 1 ? 1 : 0);
+                const float lx1 = sx - (float)c0, lx0 = 1.f - lx1;
+                for (int c = 0; c < Co; ++c) {
+                    const int64_t cc = c * xc;
+                    const float up = ly0 * (lx0 * x0r[c0 * xx + cc] + lx1 * x0r[c1 * xx + cc]) +
+                                     ly1 * (lx0 * x1r[c0 * xx + cc] + lx1 * x1r[c1 * xx + cc]);
+                    drow[xo * dx + c * dc] = orow[xo * ox + c * oc] + up;
+                }
+            }
+        }
+    });
 }
 
 }  // namespace
@@ -316,6 +670,7 @@ PYBIND11_MODULE(_bsrnas_native, m) {
         py::dict d;
         d["x86_64"] = f.x86; d["popcnt"] = f.popcnt; d["avx2"] = f.avx2; d["avx512f"] = f.avx512f;
         d["avx512bw"] = f.avx512bw; d["avx512vl"] = f.avx512vl; d["avx512vpopcntdq"] = f.avx512vpopcntdq;
+        d["amx_tile"] = f.amx_tile; d["amx_int8"] = f.amx_int8; d["amx_os"] = f.amx_os;
         return d;
     });
     m.def("supported_isas", &supported_isas);
@@ -329,5 +684,27 @@ PYBIND11_MODULE(_bsrnas_native, m) {
           py::arg("post_bias") = py::none(), py::arg("act") = "none", py::arg("act_after_skip") = true,
           py::arg("slope") = py::none(), py::arg("act_shift") = py::none(), py::arg("act_bias") = py::none(),
           py::arg("residual") = py::none(), py::arg("repeat") = 1, py::arg("out_threshold") = py::none(),
+          py::arg("threads") = 1, py::arg("isa") = "auto", py::arg("out_bits") = py::none(),
+          py::arg("bits_offsets") = py::none(), py::arg("variant") = -1);
+    py::class_<Layer>(m, "Layer")
+        .def(py::init<const py::object&, int, int, const py::object&, const py::object&, const py::object&,
+                      const py::object&, const std::string&, bool, const py::object&, const py::object&,
+                      const py::object&, int, int, const py::object&, const std::string&>(),
+             py::arg("w_bits"), py::arg("in_ch"), py::arg("out_ch"), py::arg("part_scale") = py::none(),
+             py::arg("bias") = py::none(), py::arg("post_scale") = py::none(), py::arg("post_bias") = py::none(),
+             py::arg("act") = "none", py::arg("act_after_skip") = true, py::arg("slope") = py::none(),
+             py::arg("act_shift") = py::none(), py::arg("act_bias") = py::none(), py::arg("repeat") = 1,
+             py::arg("parts") = 1, py::arg("bits_offsets") = py::none(), py::arg("isa") = "auto")
+        .def("run", &Layer::run, py::arg("x_bits"), py::arg("out"), py::arg("residual") = py::none(),
+             py::arg("spatial") = py::none(), py::arg("post_scale") = py::none(), py::arg("out_bits") = py::none(),
+             py::arg("threads") = 1, py::arg("variant") = 0)
+        .def_property_readonly("isa", &Layer::isa)
+        .def_property_readonly("planes", &Layer::planes);
+    m.def("depth_to_space", &depth_to_space, py::arg("x"), py::arg("out"), py::arg("r"), py::arg("threads") = 1);
+    m.def("image_skip", &image_skip, py::arg("o"), py::arg("x"), py::arg("out"), py::arg("s"), py::arg("mode"),
+          py::arg("threads") = 1);
+    m.def("conv_variants", [](const std::string& isa) { return conv_variants(resolve_isa(isa)); }, py::arg("isa"));
+    m.def("peak", &peak, py::arg("isa"), py::arg("iters"), py::arg("threads") = 1);
+    m.def("naive_conv", &naive_conv, py::arg("x_padded"), py::arg("w_naive"), py::arg("out"),
           py::arg("threads") = 1, py::arg("isa") = "auto");
 }

@@ -54,7 +54,27 @@ struct ConvArgs {
     void* out;
     int64_t on, oo, oy, ox, op;  // element strides (op: between parts, int mode)
     int Ow;
+    // float mode: optionally also the next layer's packed bits in the same pass. Plane q of
+    // bits_out (q < Pn, at bits_out + q * bits_ps, each (N, H, W, Ow) contiguous) gets bit o set
+    // when (z - bits_off[q * Ot*8 + o]) < 0, z the float value stored: exactly what packing
+    // the float output with those offsets gives. Packed mode uses the same fields (Pn = 1).
+    uint64_t* bits_out;
+    int64_t bits_ps;
+    const float* bits_off;
+    int Pn;
+    // kernel variant (tile shape / loop order) of the chosen path: 0 is the default; see
+    // conv_variants_<isa>. Every variant computes the same integers.
+    int variant;
+    // amx only: the weights as int8 +-1 B tiles, prepared by amx_prepare_weights (nullptr:
+    // the kernel prepares its own copy)
+    const int8_t* wamx;
 };
+
+constexpr int kMaxBitPlanes = 4;  // planes of packed output one conv call can write
+
+// The AMX path's variants (ConvArgs::variant): block shapes and loop orders of its tiles.
+int amx_num_variants();
+const char* amx_variant_name(int v);
 
 // One function per instruction set; each processes output rows [r0, r1) of the flattened
 // (n, y) index. Defined in kernel_<isa>.cpp.
@@ -66,5 +86,33 @@ void pack_rows_scalar(const PackArgs& a, int64_t r0, int64_t r1);
 void pack_rows_popcnt(const PackArgs& a, int64_t r0, int64_t r1);
 void pack_rows_avx2(const PackArgs& a, int64_t r0, int64_t r1);
 void pack_rows_avx512(const PackArgs& a, int64_t r0, int64_t r1);
+// amx: AMX-INT8 tile matrix multiply on bits unpacked to int8 +-1 (packing and the epilogue are
+// the avx512 path's). amx_prepare_weights fills amx_weight_bytes(a) bytes (plain C++).
+void conv_rows_amx(const ConvArgs& a, int64_t r0, int64_t r1);
+int64_t amx_weight_bytes(const ConvArgs& a);
+void amx_prepare_weights(const ConvArgs& a, int8_t* out);
+bool amx_request_permission();  // Linux: arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA)
+
+// Measured ceilings (benchmarks/kernel.py): a register-resident loop of the path's inner
+// operation (xor + popcount + add; amx: TDPBSSD), `iters` iterations; returns the number of
+// binary MACs it did (the result is kept live through *sink).
+double peak_scalar(int64_t iters, uint64_t* sink);
+double peak_popcnt(int64_t iters, uint64_t* sink);
+double peak_avx2(int64_t iters, uint64_t* sink);
+double peak_avx512(int64_t iters, uint64_t* sink);
+double peak_amx(int64_t iters, uint64_t* sink);
+
+// The "naive loop" baseline of issue 15: per output pixel, broadcast each input word of the
+// 3x3 window of a pre-padded input xp (H+2, W+2, Cw) and xor + popcount + add it against
+// O/8 (avx512: zmm of 8 channels; avx2: 2 ymm) weight registers, wn (k, k, Cw, O) words, int32
+// output out (H, W, O) = popcount sums (no border handling, no epilogue). Rows [r0, r1).
+struct NaiveArgs {
+    const uint64_t* xp;
+    const uint64_t* wn;
+    int32_t* out;
+    int H, W, Cw, O;
+};
+void naive_rows_avx512(const NaiveArgs& a, int64_t r0, int64_t r1);
+void naive_rows_avx2(const NaiveArgs& a, int64_t r0, int64_t r1);
 
 }  // namespace bsr

@@ -10,6 +10,7 @@
 #include <immintrin.h>
 
 #pragma GCC target("avx2,popcnt")
+#define BSR_HAVE_AVX2 1  // for kernel_body.inc (g++ sets no __AVX*__ macro for the pragma)
 
 namespace bsr {
 namespace {
@@ -22,6 +23,8 @@ static inline __m256i popcount_bytes(__m256i v, __m256i lut, __m256i low) {
 
 struct Isa {
     static const int NP = 4;
+    static const bool WIDE = false;
+    static const int NP1 = 3, NP2 = 2;  // variants: vector-only tiles of 3 and 2 pixels
     static const bool HALF = true;
     template <int NPT, bool MASK>
     static void tile(const uint64_t* const* xr, const uint64_t* const* wr, int nrows, int nwords,
@@ -180,11 +183,84 @@ uint64_t Isa::pack_word(const float* x, const float* m, const float* off, int nb
 void conv_rows_avx2(const ConvArgs& a, int64_t r0, int64_t r1) { conv_rows_impl(a, r0, r1); }
 void pack_rows_avx2(const PackArgs& a, int64_t r0, int64_t r1) { pack_rows_impl(a, r0, r1); }
 
+// Ceiling: 6 independent chains of xor + nibble-lookup popcount + byte add on registers, byte
+// counters folded into 64-bit lanes (vpsadbw) every 31 iterations, as in the kernel.
+double peak_avx2(int64_t iters, uint64_t* sink) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+    __m256i x0 = _mm256_set1_epi64x(0x0123456789abcdefLL), x1 = _mm256_set1_epi64x(0x7a5c3e1f09b2d4c6LL);
+    const __m256i w0 = _mm256_set_epi64x(1, 3, 7, 15), w1 = _mm256_set_epi64x(-1, -3, -7, -15);
+    const __m256i w2 = _mm256_set_epi64x(0x1111, 0x2222, 0x4444, 0x8888);
+    __m256i acc[6], tot = zero;
+    for (int i = 0; i < 6; ++i) acc[i] = zero;
+    const int64_t blocks = (iters + 30) / 31;
+    for (int64_t b = 0; b < blocks; ++b) {
+        for (int it = 0; it < 31; ++it) {
+            const __m256i xs[2] = {x0, x1};
+            const __m256i ws[3] = {w0, w1, w2};
+            for (int i = 0; i < 6; ++i)
+                acc[i] = _mm256_add_epi8(acc[i], popcount_bytes(_mm256_xor_si256(xs[i / 3], ws[i % 3]), lut, low));
+            __asm__ volatile("" : "+x"(x0), "+x"(x1));
+        }
+        for (int i = 0; i < 6; ++i) {
+            tot = _mm256_add_epi64(tot, _mm256_sad_epu8(acc[i], zero));
+            acc[i] = zero;
+        }
+    }
+    alignas(32) uint64_t t[4];
+    _mm256_store_si256((__m256i*)t, tot);
+    *sink += t[0] + t[1] + t[2] + t[3];
+    return (double)blocks * 31 * 6 * 256;
+}
+
+// The naive loop's AVX2 analogue: one output pixel at a time, 32 output channels (8 ymm of byte
+// counters) per pass; each input word of the pre-padded 3x3 window is broadcast and xor +
+// nibble-lookup popcount + add against the weights; counters folded after each kernel row.
+void naive_rows_avx2(const NaiveArgs& a, int64_t r0, int64_t r1) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+    const int W = a.W, Cw = a.Cw, O = a.O, Wp = a.W + 2;
+    for (int64_t y = r0; y < r1; ++y)
+        for (int g = 0; g < O; g += 32) {
+            const int ng = (O - g) >= 32 ? 8 : (O - g) / 4;  // ymm of 4 channels
+            for (int x = 0; x < W; ++x) {
+                __m256i tot[8];
+                for (int t = 0; t < 8; ++t) tot[t] = zero;
+                for (int ky = 0; ky < 3; ++ky) {
+                    __m256i acc[8];
+                    for (int t = 0; t < 8; ++t) acc[t] = zero;
+                    for (int kx = 0; kx < 3; ++kx) {
+                        const uint64_t* xp = a.xp + ((y + ky) * Wp + x + kx) * Cw;
+                        const uint64_t* wp = a.wn + ((int64_t)(ky * 3 + kx) * Cw) * O + g;
+                        for (int j = 0; j < Cw; ++j) {
+                            const __m256i xv = _mm256_set1_epi64x((long long)xp[j]);
+                            for (int t = 0; t < 8; ++t)
+                                if (t < ng)
+                                    acc[t] = _mm256_add_epi8(acc[t], popcount_bytes(_mm256_xor_si256(xv,
+                                        _mm256_loadu_si256((const __m256i*)(wp + (int64_t)j * O + t * 4))), lut, low));
+                        }
+                    }
+                    for (int t = 0; t < 8; ++t) tot[t] = _mm256_add_epi64(tot[t], _mm256_sad_epu8(acc[t], zero));
+                }
+                int32_t* op = a.out + (y * W + x) * O + g;
+                for (int t = 0; t < ng; ++t) {
+                    alignas(32) int64_t v[4];
+                    _mm256_store_si256((__m256i*)v, tot[t]);
+                    for (int l = 0; l < 4; ++l) op[t * 4 + l] = (int32_t)v[l];
+                }
+            }
+        }
+}
+
 }  // namespace bsr
 
 #else  // not x86-64: the binding never selects this path; forward to the portable code.
 namespace bsr {
 void conv_rows_avx2(const ConvArgs& a, int64_t r0, int64_t r1) { conv_rows_scalar(a, r0, r1); }
 void pack_rows_avx2(const PackArgs& a, int64_t r0, int64_t r1) { pack_rows_scalar(a, r0, r1); }
+double peak_avx2(int64_t, uint64_t*) { return 0; }
+void naive_rows_avx2(const NaiveArgs&, int64_t, int64_t) {}
 }  // namespace bsr
 #endif

@@ -1,0 +1,201 @@
+"""Kernel variants (tile shapes / loop orders, ops.native.tune), the fused packed output of the
+epilogue, the frozen C++ layer, the native FP data movement (depth-to-space, image skip), the
+measured ceilings and the naive-loop baseline: every variant of every ISA path this CPU runs is
+bit-exact against the reference."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ops.native as native
+from ops.native import kernels, reference, tune
+from tests.native.conftest import isa_params
+
+ext = kernels._ext
+needs_ext = pytest.mark.skipif(ext is None, reason="C++ extension not built")
+
+SHAPES = [(64, 64, 3, 5, 37), (128, 16, 3, 7, 21), (96, 9, 1, 5, 4), (3, 8, 3, 1, 1),
+          (70, 24, 3, 9, 1), (200, 40, 3, 2, 33), (32, 40, 3, 3, 30), (17, 16, 3, 5, 5),
+          (64, 256, 3, 3, 18), (64, 12, 1, 4, 50)]
+
+
+def _case(c, o, k, h, w, n=2, parts=1, seed=0):
+    g = torch.Generator().manual_seed(seed + c * 7 + o)
+    x = torch.randn(n, c, h, w, generator=g)
+    wt = torch.randn(o, c, k, k, generator=g)
+    off = 0.3 * torch.randn(parts, c, generator=g)
+    return x, wt, off, g
+
+
+@needs_ext
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("c,o,k,h,w", SHAPES)
+def test_every_variant_is_bit_exact(isa, c, o, k, h, w):
+    x, wt, off, g = _case(c, o, k, h, w, parts=2)
+    xb, wb = native.pack_activations(x, off), native.pack_weights(wt)
+    want = reference.conv_int(xb, wb, c, o)
+    ps = torch.rand(2, o, generator=g).numpy()
+    want_f = reference.conv2d(xb, wb, c, o, mode="float", part_scale=ps, bias=np.ones(o, np.float32))
+    names = ext.conv_variants(isa)
+    assert len(names) >= 2 and len(set(names)) == len(names)
+    for v in range(len(names)):
+        got = native.conv2d(xb, wb, c, o, mode="int", threads=2, isa=isa, variant=v)
+        np.testing.assert_array_equal(got, want, err_msg=f"{isa} variant {v} ({names[v]})")
+        got_f = native.conv2d(xb, wb, c, o, mode="float", part_scale=ps, bias=np.ones(o, np.float32),
+                              threads=3, isa=isa, variant=v, layout="nhwc")
+        np.testing.assert_allclose(got_f, want_f, rtol=1e-5, atol=1e-4, err_msg=f"{isa} variant {v}")
+    with pytest.raises(ValueError, match="variant"):
+        native.conv2d(xb, wb, c, o, isa=isa, variant=len(names))
+
+
+@needs_ext
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("planes", [1, 2, 4])
+@pytest.mark.parametrize("o", [8, 13, 64, 70, 130])
+def test_epilogue_writes_the_next_layers_bits(isa, planes, o):
+    """Float output and, in the same pass, the packed bits of it for 1-4 threshold planes:
+    equal to packing the float output (every variant, every residual/activation layout)."""
+    c, h, w = 40, 6, 19
+    x, wt, _, g = _case(c, o, 3, h, w, n=2)
+    xb, wb = native.pack_activations(x), native.pack_weights(wt)
+    res = torch.randn(2, o, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    nxt = (0.5 * torch.randn(planes, o, generator=g)).numpy()
+    kw = dict(mode="float", post_scale=torch.rand(o, generator=g) + 0.5, post_bias=torch.randn(o, generator=g),
+              act="prelu", slope=np.full(o, 0.1, np.float32), residual=res, layout="nhwc")
+    for v in range(len(ext.conv_variants(isa))):
+        bits = np.full((planes, 2, h, w, (o + 63) // 64), 0xAAAA, np.uint64)  # overwritten whole
+        out = native.conv2d(xb, wb, c, o, isa=isa, variant=v, threads=2, out_bits=bits,
+                            bits_offsets=nxt, **kw)
+        np.testing.assert_array_equal(out, native.conv2d(xb, wb, c, o, isa=isa, variant=v, **kw))
+        np.testing.assert_array_equal(bits, native.pack_activations(out, nxt), err_msg=f"{isa} v{v}")
+
+
+@needs_ext
+def test_out_bits_errors():
+    xb = native.pack_activations(torch.randn(1, 8, 3, 3))
+    wb = native.pack_weights(torch.randn(8, 8, 3, 3))
+    with pytest.raises(ValueError, match="out_bits"):
+        native.conv2d(xb, wb, 8, 8, mode="int", out_bits=np.zeros((1, 1, 3, 3, 1), np.uint64),
+                      bits_offsets=np.zeros((1, 8), np.float32))
+    with pytest.raises(ValueError, match="out_bits"):
+        native.conv2d(xb, wb, 8, 8, mode="float", out_bits=np.zeros((5, 1, 3, 3, 1), np.uint64),
+                      bits_offsets=np.zeros((5, 8), np.float32))
+    with pytest.raises(ValueError, match="out_bits"):
+        native.conv2d(xb, wb, 8, 8, mode="float", out_bits=np.zeros((1, 1, 3, 4, 1), np.uint64),
+                      bits_offsets=np.zeros((1, 8), np.float32))
+
+
+@needs_ext
+@pytest.mark.parametrize("isa", isa_params())
+def test_layer_equals_conv(isa):
+    c, o, h, w = 70, 24, 5, 11
+    x, wt, off, g = _case(c, o, 3, h, w, n=1, parts=3)
+    xb, wb = native.pack_activations(x, off), native.pack_weights(wt)
+    ps = torch.rand(3, o, generator=g).numpy()
+    vec = lambda: torch.randn(o, generator=g).numpy()  # noqa: E731
+    e = dict(bias=vec(), post_scale=vec(), post_bias=vec(), slope=vec(), act_shift=vec(), act_bias=vec())
+    res = torch.randn(1, o // 2, h, w, generator=g).numpy()
+    sp = torch.rand(1, 1, h, w, generator=g).numpy()
+    nxt = torch.randn(2, o, generator=g).numpy()
+    layer = ext.Layer(wb, c, o, part_scale=ps, act="prelu", act_after_skip=False, repeat=2, parts=3,
+                      bits_offsets=nxt, isa=isa, **e)
+    assert layer.isa == isa and layer.planes == 2
+    want = native.conv2d(xb, wb, c, o, mode="float", part_scale=ps, act="prelu", act_at="before_skip",
+                         residual=res, repeat=2, spatial=sp, isa=isa, **e)
+    for v in range(len(ext.conv_variants(isa))):
+        out = np.empty((1, h, w, o), np.float32).transpose(0, 3, 1, 2)
+        bits = np.empty((2, 1, h, w, 1), np.uint64)
+        layer.run(xb, out, res, sp[:, 0], None, bits, 2, v)
+        np.testing.assert_array_equal(out, want)
+        np.testing.assert_array_equal(bits, native.pack_activations(out, nxt))
+    # a per-call post scale (the input-dependent channel factor) replaces the layer's
+    ps2 = vec()
+    out = np.empty((1, o, h, w), np.float32)
+    layer.run(xb, out, res, sp[:, 0], ps2, None, 1, 0)
+    np.testing.assert_array_equal(out, native.conv2d(
+        xb, wb, c, o, mode="float", part_scale=ps, act="prelu", act_at="before_skip", residual=res,
+        repeat=2, spatial=sp, isa=isa, **dict(e, post_scale=ps2)))
+    with pytest.raises(ValueError, match="x_bits"):
+        layer.run(native.pack_activations(x), out, res, sp[:, 0], None, None, 1, 0)
+
+
+@needs_ext
+@pytest.mark.parametrize("r", [2, 3])
+def test_depth_to_space_equals_pixel_shuffle(r):
+    x = torch.randn(2, 5 * r * r, 4, 7).contiguous(memory_format=torch.channels_last)
+    out = torch.empty(2, 5, 4 * r, 7 * r).contiguous(memory_format=torch.channels_last)
+    ext.depth_to_space(x.numpy(), out.numpy(), r, 2)
+    assert torch.equal(out, F.pixel_shuffle(x, r))
+    with pytest.raises(ValueError, match="channels-last"):
+        ext.depth_to_space(x.contiguous().numpy(), out.numpy(), r, 1)
+
+
+@needs_ext
+@pytest.mark.parametrize("s", [2, 3, 4])
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "repeat"])
+def test_image_skip_equals_torch(mode, s):
+    g = torch.Generator().manual_seed(s)
+    x = torch.randn(2, 3, 5, 7, generator=g).contiguous(memory_format=torch.channels_last)
+    co, ho, wo = (3 * s * s, 5, 7) if mode == "repeat" else (3, 5 * s, 7 * s)
+    o = torch.randn(2, co, ho, wo, generator=g).contiguous(memory_format=torch.channels_last)
+    if mode == "repeat":
+        want = o + x.repeat_interleave(s * s, dim=1)
+    elif mode == "nearest":
+        want = o + F.interpolate(x, scale_factor=s, mode="nearest")
+    else:
+        want = o + F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+    out = torch.empty_like(o)
+    ext.image_skip(o.numpy(), x.numpy(), out.numpy(), s, mode, 2)
+    torch.testing.assert_close(out, want, rtol=1e-6, atol=1e-6)
+
+
+@needs_ext
+@pytest.mark.parametrize("isa", isa_params())
+def test_peak_loop_counts_its_macs(isa):
+    per_iter = {"amx": 4 * 16384, "avx512": 12 * 512, "avx2": 6 * 256, "popcnt": 8 * 64, "scalar": 8 * 64}
+    macs = ext.peak(isa, 31 * 10, 2)
+    assert macs == 2 * 31 * 10 * per_iter[isa]
+
+
+@needs_ext
+@pytest.mark.parametrize("isa", [p for p in isa_params() if p.values[0] in ("avx512", "avx2")])
+@pytest.mark.parametrize("cw,o", [(1, 64), (2, 32), (1, 8)])
+def test_naive_loop_sums_popcounts(isa, cw, o):
+    rng = np.random.default_rng(cw * o)
+    h, w = 4, 9
+    xp = np.zeros((h + 2, w + 2, cw), np.uint64)
+    xp[1:-1, 1:-1] = rng.integers(0, 2**63, size=(h, w, cw), dtype=np.uint64)
+    wn = rng.integers(0, 2**63, size=(3, 3, cw, o), dtype=np.uint64)
+    out = np.empty((h, w, o), np.int32)
+    ext.naive_conv(xp, wn, out, 2, isa)
+    pc = np.vectorize(lambda v: bin(int(v)).count("1"))
+    want = np.zeros((h, w, o), np.int64)
+    for ky in range(3):
+        for kx in range(3):
+            win = xp[ky:ky + h, kx:kx + w]  # (h, w, cw)
+            want += pc(win[:, :, :, None] ^ wn[ky, kx][None, None]).sum(2)
+    np.testing.assert_array_equal(out, want)
+
+
+@needs_ext
+def test_tune_measures_caches_and_can_be_turned_off(monkeypatch, tmp_path):
+    monkeypatch.setenv("BSRNAS_CACHE", str(tmp_path))
+    monkeypatch.setattr(tune, "MIN_MACS", 0.0)
+    monkeypatch.setattr(tune, "RUNS", 1)
+    tune.clear(memory_only=True)
+    isa = native.resolve_isa()
+    v = tune.variant(isa, 64, 16, 3, 1, 8, 40, 1)
+    assert 0 <= v < len(ext.conv_variants(isa))
+    data = json.loads(tune.cache_path().read_text())
+    assert data["cpu"] == tune.cpu_model() and data["build"] == tune.build_id()
+    assert list(data["choices"].values()) == [v]
+    # a new process (memory cleared) reads the file instead of measuring again
+    tune.clear(memory_only=True)
+    monkeypatch.setattr(tune, "measure", lambda *a, **k: pytest.fail("measured again"))
+    assert tune.variant(isa, 64, 16, 3, 1, 8, 40, 1) == v
+    monkeypatch.setenv("BSRNAS_TUNE", "0")
+    assert tune.variant(isa, 64, 32, 3, 1, 8, 40, 1) == 0
+    tune.clear()
+    assert not tune.cache_path().exists()
