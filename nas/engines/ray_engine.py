@@ -91,6 +91,14 @@ class BudgetSearcher(Searcher):
         self.dispatched = 0
         self._quiet_until = 0.0
 
+    def __getstate__(self):
+        """Tune pickles its searcher into the experiment state; this one lives in the driver
+        only and resumes through the study, so the search (study, compiled latency probes, ...)
+        stays out of that copy."""
+        state = dict(self.__dict__)
+        state.update(search=None, on_told=None, pending={})
+        return state
+
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True
 
