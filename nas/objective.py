@@ -43,6 +43,23 @@ def worker_tag() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def worker_is_gone(tag: str) -> bool:
+    """Whether the worker ``host:pid`` is a process of this host that no longer exists (a tag
+    of another host is never gone: only that host can tell; an unreadable pid is gone)."""
+    host, _, pid = tag.rpartition(":")
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ValueError:
+        return True
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 @dataclass
 class Candidate:
     """What ``propose`` learned about a trial before any training."""

@@ -44,7 +44,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from space.files import atomic_write
@@ -116,29 +115,15 @@ def promotable(finished: Mapping[int, Tuple[float, float]], n_finished: int, eta
 
 # ------------------------------------------------------------------------------ the run folder
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _claim_is_stale(path: str) -> bool:
     try:
         with open(path) as fh:
             tag = fh.read().strip()
     except OSError:
         return False
-    host, _, pid = tag.rpartition(":")
-    if host != socket.gethostname():
-        return False  # another node's worker: only it (or its driver) knows
-    try:
-        return not _pid_alive(int(pid))
-    except ValueError:
-        return True
+    from nas.objective import worker_is_gone
+
+    return worker_is_gone(tag)
 
 
 class RungBook:
@@ -149,7 +134,11 @@ class RungBook:
         self.rungs = tuple(int(r) for r in rungs)
         self.eta = int(eta)
         self.cost_key = cost_key
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        if owner is None:
+            from nas.objective import worker_tag
+
+            owner = worker_tag()
+        self.owner = owner
 
     def rung_dir(self, number: int, rung: int) -> str:
         return os.path.join(self.run.trial_dir(number), f"rung-{int(rung)}")

@@ -36,29 +36,18 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from nas import config as config_mod
 from nas.engines.base import EngineContext
-from nas.objective import Objective, known_results
+from nas.objective import Objective, known_results, worker_is_gone
 from nas.runfolder import STUDY_NAME, RunFolder, records
 from nas.tensorboard import SearchBoard
 
 DIRECTIONS = ["maximize", "minimize"]
 _COMPARED = ("space_text", "objectives", "constraints")
 FRONT_PREFIX = "front-"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 #: an untagged RUNNING trial younger than this is another worker's trial between ``ask`` and
@@ -79,13 +68,7 @@ def is_stale(frozen, now=None) -> bool:
             return True
         now = now or datetime.datetime.now(start.tzinfo)
         return (now - start).total_seconds() > UNTAGGED_GRACE_S
-    host, _, pid = tag.rpartition(":")
-    if host != socket.gethostname():
-        return False
-    try:
-        return not _pid_alive(int(pid))
-    except ValueError:
-        return True
+    return worker_is_gone(tag)
 
 
 def _space_text(path: str) -> str:
