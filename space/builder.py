@@ -33,7 +33,7 @@ boundaries, as the BAM paper intends. The tail's binary convs (other input shape
 PixelShuffle) are called without a history: each starts a fresh one. **Behaviour change:** up
 to this version each block started its own history (conv 0 of every block accumulated
 nothing), so a spec with ``bam_depth > 0`` in a block after the first now computes something
-else (and costs more: ``evaluators.cost``, ``evaluators.latency_keys``) under the same id and
+else (and costs more: ``evaluators.cost``, ``evaluators.latency.keys``) under the same id and
 with the same parameters: its checkpoints still load, but a model trained with the old wiring
 should be retrained (or evaluated) with the new one. Specs without BAM are unchanged.
 
@@ -42,7 +42,7 @@ Input normalisation is the model's business, so every caller feeds plain [0, 1] 
 a binary conv's output, so the FP paths dominate, as the BBCU paper intends.
 
 Every part is made from the units of ``space.layout.layout(spec)`` (the one description of the
-network that ``evaluators.cost`` and ``evaluators.latency_keys`` also read), through
+network that ``evaluators.cost`` and ``evaluators.latency.keys`` also read), through
 string-keyed factory tables (``HEADS``, ``HEAD_ACTS``, ``TAIL_UNITS`` per tail unit kind,
 ``TAILS``, timm style): assembling code says which kind, never which class. Module names and
 parameter names of specs without the newer fields are those of before (checkpoints load). The

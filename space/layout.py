@@ -1,7 +1,7 @@
 """``layout(spec, input_size=None)``: the network of an ``ArchSpec`` as one list of typed units.
 
 This is the one description of what a spec builds (``docs/design.md``): ``space.builder`` makes
-its modules from these units, ``evaluators.cost`` counts each unit, ``evaluators.latency_keys``
+its modules from these units, ``evaluators.cost`` counts each unit, ``evaluators.latency.keys``
 turns each unit into one latency key. A new architecture choice is added here (and in the three
 per-kind tables of those consumers), not in three separate walks of the spec.
 

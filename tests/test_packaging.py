@@ -81,7 +81,7 @@ def test_wheel_ships_configs_and_no_benchmarks(source, tmp_path):
     assert "nas/_configs/train/cpu.yaml" in names
     assert "nas/_configs/search/quickstart.yaml" in names
     assert {f"nas/_configs/{rel}" for rel in CONFIGS} <= set(names)
-    assert "nas/cli.py" in names and "evaluators/latency.py" in names
+    assert "nas/cli.py" in names and "evaluators/latency/__init__.py" in names
     assert not [n for n in names if n.startswith("benchmarks/")]
     top = next(n for n in names if n.endswith(".dist-info/top_level.txt"))
     assert "benchmarks" not in zipfile.ZipFile(wheel).read(top).decode().split()

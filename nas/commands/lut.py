@@ -2,21 +2,28 @@
 
     bsrnas lut build --space configs/space/default.yaml --input 3x64x64 [--threads N] [--out FILE]
                      [--limit N | --sample N] [--seed S] [--repeats R] [--warmup W] [--force]
-                     [--clock wall|cpu]
+                     [--clock wall|cpu] [--calibrate N] [--on-contention keep|refuse]
     bsrnas lut show FILE
 
 ``build`` enumerates every distinct unit (layer configuration) the space can produce from the
-space definition (``evaluators.latency_enum.space_keys``), measures those the table lacks on the
-packed runtime in rotation (``R`` timed passes over the units, each unit once per pass, its
-figure the fastest call; see ``evaluators.latency``; tqdm bar) and writes the table — by default to the cache path the search reuses
-(``~/.cache/bsrnas/latency/<cpu>-<isa>-<build>-t<threads>-<CxHxW>-v2.json``, ``$BSRNAS_CACHE`` overrides the
-cache folder). The table is saved every ``SAVE_EVERY`` entries, so an interrupted build keeps
-what it measured and a rerun continues. ``--limit N`` measures only the first N missing units
-(in key order); ``--sample N`` measures N missing units drawn at random (``--seed``); either way
-the count of the whole set is printed first. ``show`` prints the context, when and under what
-load the entries were measured (one line per measuring session: UTC start and end, 1-minute
-load average at both, entries measured, host and pid; see ``evaluators.latency_store``), and the
-per-kind counts and fastest / median / slowest unit figures of a table file.
+space definition (``evaluators.latency.enumeration.space_keys``), measures those the table lacks
+on the packed runtime in rotation (``R`` timed passes over the units, each unit once per pass,
+its figure the fastest call; see ``evaluators.latency.measure``; tqdm bar), then fits the
+table's calibration on ``--calibrate N`` whole networks drawn from the space (``--seed``; 0
+skips it; see ``evaluators.latency.calibration``) and writes the table — by default to the
+cache path the search reuses (``~/.cache/bsrnas/latency/<cpu>-<isa>-<build>-t<threads>-<CxHxW>-v3.json``,
+``$BSRNAS_CACHE`` overrides the cache folder). The table is saved every ``SAVE_EVERY``
+entries, so an interrupted build keeps what it measured and a rerun continues; an existing
+table is first checked against its canary, and the sessions that drifted are measured again.
+While measuring, a chunk of units timed while the machine was busy is re-measured; one still
+busy after the retries is kept and its session flagged, or with ``--on-contention refuse`` the
+build stops (exit status 2). ``--limit N`` measures only the first N missing units (in key
+order); ``--sample N`` measures N missing units drawn at random (``--seed``); either way the
+count of the whole set is printed first. ``show`` prints the context, when and under what load
+the entries were measured (one line per measuring session: UTC start and end, 1-minute load
+average at both, entries measured, host and pid, then whether the machine was found busy and
+the contention signals; see ``evaluators.latency.store``), the calibration, and the per-kind
+counts and fastest / median / slowest unit figures of a table file.
 """
 from __future__ import annotations
 
@@ -49,6 +56,12 @@ def add_arguments(p) -> None:
     b.add_argument("--clock", default="wall", choices=("wall", "cpu"),
                    help="wall time (default) or process CPU time (one thread only; robust on a "
                         "busy shared machine)")
+    b.add_argument("--calibrate", type=int, default=8,
+                   help="whole networks of the space timed to fit the calibration (default 8; "
+                        "0: none)")
+    b.add_argument("--on-contention", default="keep", choices=("keep", "refuse"),
+                   help="a chunk still busy after its retries: keep it, flagged (default), or "
+                        "refuse to build")
     s = sub.add_parser("show", help="print a summary of a table file")
     s.add_argument("file", help="latency table JSON")
 
@@ -64,8 +77,8 @@ def _build(args) -> int:
     from tqdm import tqdm
 
     from evaluators.latency import LatencyTable
-    from evaluators.latency_enum import space_keys
-    from evaluators.latency_store import format_input_size, parse_input_size
+    from evaluators.latency.context import format_input_size, parse_input_size
+    from evaluators.latency.enumeration import space_keys
     from space.space import SearchSpace
 
     size = parse_input_size(args.input, field="--input")
@@ -76,9 +89,17 @@ def _build(args) -> int:
         raise ValueError(f"--warmup: {args.warmup!r} given; allowed: an integer >= 0")
     if args.limit is not None and args.sample is not None:
         raise ValueError("--limit and --sample: give at most one of them")
+    if args.calibrate is None or args.calibrate < 0:
+        raise ValueError(f"--calibrate: {args.calibrate!r} given; allowed: an integer >= 0")
     space = SearchSpace.from_yaml(args.space)
     table = LatencyTable(size, path=args.out, threads=args.threads, warmup=args.warmup,
-                         repeats=args.repeats, autosave=False, clock=args.clock)
+                         repeats=args.repeats, autosave=False, clock=args.clock,
+                         calibrate=False, on_contention=args.on_contention)
+    check = table.check_result
+    if check and check["drifted"]:
+        ratios = ", ".join(f"{check['ratios'][i]:.2f}" for i in check["drifted"])
+        print(f"canary check: {len(check['drifted'])} session(s) of {table.path} drifted "
+              f"(stored / now: {ratios}); their {len(check['dropped'])} entries are measured again")
     keys = space_keys(space, size)
     todo = keys if args.force else [k for k in keys if k not in table]
     print(f"space {args.space}: {len(keys)} distinct units at input {format_input_size(size)}; "
@@ -92,9 +113,20 @@ def _build(args) -> int:
     with tqdm(total=len(todo), unit="unit", desc="lut build") as bar:
         for start in range(0, len(todo), SAVE_EVERY):
             chunk = todo[start:start + SAVE_EVERY]
-            table.measure_entries(chunk, force=args.force, progress=lambda _k: bar.update(1))
+            table.measurer.measure_entries(chunk, force=args.force,
+                                           progress=lambda _k: bar.update(1))
             table.save()
+    if args.calibrate and (todo or table.calibration is None):
+        specs = [space.random(random.Random(args.seed + i)) for i in range(args.calibrate)]
+        print(f"calibrating on {len(specs)} whole networks of the space")
+        cal = table.measurer.calibrate(specs)
+        print(calibration_line(cal.to_dict()).strip())
     path = table.save()
+    session = table.measurer.session
+    if session is not None and session["busy"]:
+        print("warning: the machine was busy while measuring (" +
+              "; ".join(session["contention"]["reasons"]) + "); the session is flagged, and "
+              "its entries are re-measured when a later check finds them drifted")
     print(f"latency table: {path} ({len(table)} entries, threads={table.threads}, "
           f"isa={table.context['isa']})")
     print(f"next: bsrnas lut show {path}")
@@ -110,6 +142,37 @@ def _load_text(value) -> str:
 
 def _entries_text(n: int) -> str:
     return f"{n} entr{'y' if n == 1 else 'ies'}"
+
+
+def contention_line(r) -> "str | None":
+    """The line under a session of ``show``: was the machine busy while it measured (None for a
+    record written before this was recorded)."""
+    c = r.get("contention")
+    if r.get("busy") is None and c is None:
+        return None
+    if r.get("busy"):
+        kept = c.get("kept_busy", "?") if c else "?"
+        text = f"      contention: BUSY, {kept} chunk(s) kept busy after their retries (flagged)"
+    else:
+        text = "      contention: none kept (every chunk measured in a quiet window)"
+    if c:
+        text += (f"; {c['windows']} checks, {c['busy']} busy, {c['retries']} retries; worst "
+                 f"wait for a core {100 * c['max_wait']:.1f} %, steal {100 * c['max_steal']:.1f} %, "
+                 f"canary drift {100 * c['max_drift']:.1f} %"
+                 + (f" ({'; '.join(c['reasons'])})" if c.get("reasons") else ""))
+    return text
+
+
+def calibration_line(cal) -> str:
+    """The ``calibration`` line of ``show`` for a table's calibration dict (or None)."""
+    if cal is None:
+        return f"  {'calibrated':<10} no (predictions are the plain sum of the units)"
+    err = cal.get("fit_error") or {}
+    return (f"  {'calibrated':<10} on {cal['networks']} networks: factor {cal['factor']:.3f} "
+            f"on the sum of the units"
+            + (f" (fit: mean error {100 * err['mean_before']:+.1f} % -> {100 * err['mean']:+.1f} %, "
+               f"max |error| {100 * err['max_abs']:.1f} %)" if err else "")
+            + ("; the machine was busy while fitting" if cal.get("busy") else ""))
 
 
 def measured_lines(measured) -> List[str]:
@@ -130,11 +193,16 @@ def measured_lines(measured) -> List[str]:
         lines.append(f"    {r['started']} .. {r['finished'] or '?'}  load "
                      f"{_load_text(r['load_1min_start'])} -> {_load_text(r['load_1min_end'])}  "
                      f"{_entries_text(r['entries'])}  {where}")
+        extra = contention_line(r)
+        if extra is not None:
+            lines.append(extra)
     return lines
 
 
 def _show(args) -> int:
-    from evaluators.latency_store import format_input_size, key_dict, read
+    from evaluators.latency.context import format_input_size
+    from evaluators.latency.keys import key_dict
+    from evaluators.latency.store import read
 
     path = Path(args.file)
     data = read(path)
@@ -146,6 +214,7 @@ def _show(args) -> int:
     print(f"  {'entries':<10} {len(entries)}")
     for line in measured_lines(data["measured"]):
         print(line)
+    print(calibration_line(data["calibration"]))
     per_kind: Dict[str, List[float]] = {}
     for key, stats in entries.items():
         per_kind.setdefault(key_dict(key)["kind"], []).append(stats.min_ms)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from evaluators import latency_store as store
-from evaluators.latency_enum import space_keys
+from evaluators.latency import context, keys as K, store
+from evaluators.latency.enumeration import space_keys
 from space.space import SearchSpace
 from space.spec import LayerSpec, uniform
 
@@ -28,6 +28,9 @@ def _table(tmp_path, **kw):
     from evaluators.latency import LatencyTable
 
     kw.setdefault("threads", 1)
+    kw.setdefault("calibrate", False)
+    kw.setdefault("retries", 0)
+    kw.setdefault("check", False)  # the canary check: test_latency_contention.py
     return LatencyTable(TINY, path=tmp_path / "lut.json", warmup=1, repeats=3, **kw)
 
 
@@ -50,16 +53,16 @@ def test_on_demand_measurement_fills_the_table_and_saves_it(tmp_path):
 def test_two_tables_on_one_file_keep_each_others_entries(tmp_path):
     a, b = _table(tmp_path), _table(tmp_path)
     ka, kb = a.entries(_tiny_spec())[:2], b.entries(_tiny_spec(parts=2))[2:4]
-    a.measure_entries(ka)
-    b.measure_entries(kb)  # b was opened before a saved: its save must not drop a's entries
+    a.measurer.measure_entries(ka)
+    b.measurer.measure_entries(kb)  # b was opened before a saved: its save must not drop a's entries
     assert set(_table(tmp_path).keys()) == set(ka) | set(kb)
 
 
 def test_units_rotate_within_their_family_and_fp_units_get_a_binary_lead(tmp_path, monkeypatch):
     """Binary convs are timed only among binary convs (and bconv fillers); every other unit
     among FP units (and FP fillers), each of its calls led by an untimed binary conv."""
-    import evaluators.latency as latency
-    from evaluators.latency_probes import Probe
+    import evaluators.latency.measure as latency
+    from evaluators.latency.probes import Probe
 
     kind_of, rotations = {}, []
 
@@ -77,8 +80,9 @@ def test_units_rotate_within_their_family_and_fp_units_get_a_binary_lead(tmp_pat
     table = _table(tmp_path, autosave=False)
     spec = _tiny_spec(parts=2, skip="fp")
     keys = table.entries(spec)
-    table.measure_entries(keys)
+    table.measurer.measure_entries(keys)
     assert set(table.keys()) == set(keys)
+    rotations = [r for r in rotations if set(r[0]) & set(keys)]  # not the canary's
     assert len(rotations) == 2  # one per family: a handful of units each
     for probes, fillers in rotations:
         families = {"bconv" if kind_of[id(p)] == "bconv" else "fp" for p in probes.values()}
@@ -104,7 +108,7 @@ def test_predict_is_the_sum_of_the_entries(tmp_path):
             total += table.stats(key).min_ms
         assert predicted == total
         assert predicted == pytest.approx(sum(table.stats(k).min_ms for k in keys), rel=1e-12)
-        assert keys.count(store.canonical_key({"kind": "overhead", "h": 6, "w": 5})) == 1
+        assert keys.count(K.canonical_key({"kind": "overhead", "h": 6, "w": 5})) == 1
         assert all(table.stats(k).repeats == 3 and table.stats(k).number == 1 for k in keys)
 
 
@@ -115,14 +119,14 @@ def test_strict_mode_names_the_missing_key(tmp_path):
         table.predict(spec)
     assert len(table) == 0 and not (tmp_path / "lut.json").exists()
     lenient = _table(tmp_path)
-    lenient.measure_entries(lenient.entries(spec)[:1])
+    lenient.measurer.measure_entries(lenient.entries(spec)[:1])
     with pytest.raises(ValueError, match=r'no entry \{"h":6,"head":"conv3","kind":"head"'):
         _table(tmp_path, strict=True).predict(spec)
 
 
 def test_table_constructor_refuses_a_file_of_another_context(tmp_path):
     table = _table(tmp_path)
-    table.measure_entries(table.entries(_tiny_spec())[:2])
+    table.measurer.measure_entries(table.entries(_tiny_spec())[:2])
     from evaluators.latency import LatencyTable
 
     with pytest.raises(ValueError, match=r"measured for input_size=\(3, 6, 5\).*\(3, 8, 8\)"):
@@ -140,10 +144,10 @@ def test_table_constructor_refuses_a_file_of_another_context(tmp_path):
 @pytest.mark.parametrize("clock", ["wall", "cpu"])
 def test_measure_times_the_whole_network(tmp_path, clock):
     table = _table(tmp_path, clock=clock)
-    stats = table.measure_stats(_tiny_spec(parts=2), warmup=1, repeats=3)
+    stats = table.measurer.measure_stats(_tiny_spec(parts=2), warmup=1, repeats=3)
     assert 0 < stats.min_ms <= stats.median_ms <= stats.max_ms
     assert stats.repeats == 3 and stats.number == 1  # single-call samples, as the units
-    assert table.measure(_tiny_spec(), warmup=1, repeats=3) > 0
+    assert table.measurer.measure(_tiny_spec(), warmup=1, repeats=3) > 0
 
 
 # -- bsrnas lut --------------------------------------------------------------------------

@@ -17,10 +17,10 @@ import pytest
 import torch
 from torch import nn
 
-from evaluators import latency_store as store
-from evaluators.latency_enum import space_keys, spec_keys
-from evaluators.latency_keys import DROPPED, READ, conv_choices, conv_work, decompose
-from evaluators.latency_timing import (MIN_ROTATION, combine_rounds, quantile, summarize,
+from evaluators.latency import context, keys as K, store
+from evaluators.latency.enumeration import space_keys, spec_keys
+from evaluators.latency.keys import DROPPED, READ, conv_choices, conv_work, decompose
+from evaluators.latency.timing import (MIN_ROTATION, combine_rounds, quantile, summarize,
                                        threads, time_callable, time_rotation)
 from ops.choices import CHOICES, TRAINING_ONLY
 from space.builder import build
@@ -46,21 +46,21 @@ def test_every_choice_is_either_read_or_dropped():
 
 def test_keys_are_stable_across_processes_and_json_round_trip():
     specs = _random_specs(5, seed=3)
-    here = [[store.canonical_key(k) for k in decompose(s, (3, 32, 48))] for s in specs]
+    here = [[K.canonical_key(k) for k in decompose(s, (3, 32, 48))] for s in specs]
     # same specs after a JSON round trip
-    again = [[store.canonical_key(k) for k in decompose(ArchSpec.from_json(s.to_json()), (3, 32, 48))]
+    again = [[K.canonical_key(k) for k in decompose(ArchSpec.from_json(s.to_json()), (3, 32, 48))]
              for s in specs]
     assert again == here
     # a key string survives its own JSON round trip
     for keys in here:
         for key in keys:
-            assert store.canonical_key(store.key_dict(key)) == key
+            assert K.canonical_key(K.key_dict(key)) == key
     # another interpreter (fresh hash seed) computes the same strings
     code = (
         "import json,sys\n"
         "from space.spec import ArchSpec\n"
-        "from evaluators.latency_keys import decompose\n"
-        "from evaluators.latency_store import canonical_key\n"
+        "from evaluators.latency.keys import decompose\n"
+        "from evaluators.latency.keys import canonical_key\n"
         "specs=[ArchSpec.from_json(t) for t in json.load(sys.stdin)]\n"
         "print(json.dumps([[canonical_key(k) for k in decompose(s,(3,32,48))] for s in specs]))\n"
     )
@@ -72,7 +72,7 @@ def test_keys_are_stable_across_processes_and_json_round_trip():
 
 
 def _key(pos=0, **choices):
-    return store.canonical_key(conv_work(LayerSpec(**choices), 16, 16, 3, 8, 8, pos))
+    return K.canonical_key(conv_work(LayerSpec(**choices), 16, 16, 3, 8, 8, pos))
 
 
 @pytest.mark.parametrize("a, b", [
@@ -146,7 +146,7 @@ def test_equal_keys_iff_equal_runtime_work_on_random_layers():
     for _ in range(120):
         layer = LayerSpec(**{n: rng.choice(space.layer[n].values) for n in CHOICES})
         pos = rng.choice((0, 1))
-        key = store.canonical_key(conv_work(layer, 16, 16, 3, 8, 8, pos))
+        key = K.canonical_key(conv_work(layer, 16, 16, 3, 8, 8, pos))
         sig = _plan_signature(layer, pos)
         seen.setdefault(key, set()).add(sig)
     assert all(len(sigs) == 1 for sigs in seen.values())
@@ -227,13 +227,13 @@ def test_space_keys_cover_exactly_what_specs_of_a_tiny_space_need():
 @pytest.mark.parametrize("text, want", [("3x64x64", (3, 64, 64)), ("3X8x12", (3, 8, 12)),
                                         ([3, 5, 7], (3, 5, 7))])
 def test_parse_input_size(text, want):
-    assert store.parse_input_size(text) == want
+    assert context.parse_input_size(text) == want
 
 
 @pytest.mark.parametrize("bad", ["3x128", "3x0x8", "1x8x8", "axbxc", "", (3, 8), 64])
 def test_parse_input_size_rejects_with_the_field_and_form(bad):
     with pytest.raises(ValueError, match=r"invalid --input .*CxHxW"):
-        store.parse_input_size(bad, field="--input")
+        context.parse_input_size(bad, field="--input")
 
 
 def _ctx(**over):
@@ -245,7 +245,7 @@ def _ctx(**over):
 
 
 def test_store_round_trip_and_default_path(tmp_path, monkeypatch):
-    entries = {store.canonical_key({"kind": "add", "c": 4, "h": 8, "w": 8}): summarize([1.0, 2.0, 4.0], 3)}
+    entries = {K.canonical_key({"kind": "add", "c": 4, "h": 8, "w": 8}): summarize([1.0, 2.0, 4.0], 3)}
     path = store.save(tmp_path / "t.json", _ctx(), entries)
     ctx, loaded = store.load(path)
     assert loaded == entries and tuple(ctx["input_size"]) == (3, 8, 8)
@@ -264,7 +264,7 @@ def test_table_from_another_context_is_refused(tmp_path, field, value):
     path = store.save(tmp_path / "t.json", _ctx(**{field: value}), {})
     stored, _ = store.load(path)
     with pytest.raises(ValueError, match=rf"measured for {field}=.*bsrnas lut build"):
-        store.check_context(path, stored, _ctx())
+        context.check_context(path, stored, _ctx())
 
 
 def test_malformed_table_files_are_refused(tmp_path):
@@ -385,18 +385,19 @@ def test_time_rotation_prepares_each_call_outside_the_timed_interval():
 
 def test_probe_prepare_rewrites_its_inputs_with_the_same_values():
     """A BAM conv's probe lists its input and the history it feeds the conv; ``prepare`` writes
-    each of them in place (version counter) and leaves the values as they were."""
-    from evaluators.latency_probes import make_probe
+    each of them in place, through numpy views of their memory (in this thread only: no torch
+    op that would wake torch's OpenMP workers), and leaves the values as they were."""
+    from evaluators.latency.probes import make_probe
 
     key = conv_work(LayerSpec(bam_depth=2), 16, 16, 3, 6, 5, pos=1)
     assert key["bam"] == 2
     probe = make_probe(key, threads=1)
     assert len(probe.inputs) == 2  # x and one earlier map of the block
     before = [t.clone() for t in probe.inputs]
-    versions = [t._version for t in probe.inputs]
+    assert len(probe.arrays) == 2
+    assert all(np.shares_memory(a, t.numpy()) for a, t in zip(probe.arrays, probe.inputs))
     out = probe()
     probe.prepare()
-    assert all(t._version > v for t, v in zip(probe.inputs, versions))
     assert all(torch.equal(t, b) for t, b in zip(probe.inputs, before))
     assert torch.equal(probe(), out)
     # the history the probe rewrites is the one its conv reads

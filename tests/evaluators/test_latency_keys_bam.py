@@ -6,8 +6,8 @@ import random
 import pytest
 import torch
 
-from evaluators.latency_enum import space_keys, spec_keys
-from evaluators.latency_keys import conv_choices, conv_work, decompose
+from evaluators.latency.enumeration import space_keys, spec_keys
+from evaluators.latency.keys import conv_choices, conv_work, decompose
 from ops import BinaryConv2d
 from space.builder import build
 from space.space import SearchSpace

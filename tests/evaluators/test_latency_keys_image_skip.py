@@ -9,10 +9,10 @@ import random
 import pytest
 import torch
 
-from evaluators import latency_store as store
-from evaluators.latency_enum import space_keys, spec_keys
-from evaluators.latency_keys import decompose
-from evaluators.latency_probes import make_probe
+from evaluators.latency import context, keys as K, store
+from evaluators.latency.enumeration import space_keys, spec_keys
+from evaluators.latency.keys import decompose
+from evaluators.latency.probes import make_probe
 from space.builder import ImageSkip, build
 from space.space import SearchSpace
 from space.spec import IMAGE_SKIPS, LayerSpec, uniform
@@ -67,7 +67,7 @@ def test_keys_of_specs_with_the_old_defaults_are_unchanged(tail):
     keys = decompose(spec, TINY)
     assert keys == decompose(_spec(2, tail, input_mean="div2k", image_skip="none"), TINY)
     assert not any(k["kind"] == "image_skip" or "mean" in k for k in keys)
-    strings = [store.canonical_key(k) for k in keys]
+    strings = [K.canonical_key(k) for k in keys]
     assert strings[1] == '{"h":6,"head":"conv3","kind":"head","out":4,"w":5}'
     assert strings[-1] == '{"h":12,"kind":"output","w":10}'
 
@@ -121,7 +121,7 @@ def test_space_keys_cover_exactly_what_specs_with_image_skips_need():
     rng = random.Random(0)
     got = set(spec_keys((space.random(rng) for _ in range(2000)), size))
     assert got == want
-    kinds = [store.key_dict(k) for k in want if store.key_dict(k)["kind"] == "image_skip"]
+    kinds = [K.key_dict(k) for k in want if K.key_dict(k)["kind"] == "image_skip"]
     # 3 modes on the output of each tail (nearest there only for the staged tails) + pre_shuffle
     assert sorted((k["mode"], k["at"]) for k in kinds) == sorted(
         [("nearest", "output"), ("nearest", "pre_shuffle"), ("bilinear", "output"),
@@ -131,7 +131,8 @@ def test_space_keys_cover_exactly_what_specs_with_image_skips_need():
 def _table(tmp_path):
     from evaluators.latency import LatencyTable
 
-    return LatencyTable(TINY, path=tmp_path / "lut.json", threads=1, warmup=1, repeats=3)
+    return LatencyTable(TINY, path=tmp_path / "lut.json", threads=1, warmup=1, repeats=3,
+                        calibrate=False, retries=0)
 
 
 def test_predict_works_for_specs_with_image_skips(tmp_path):
@@ -143,7 +144,7 @@ def test_predict_works_for_specs_with_image_skips(tmp_path):
     for spec in specs:
         predicted = table.predict(spec)
         keys = table.entries(spec)
-        skip_key = [k for k in keys if store.key_dict(k)["kind"] == "image_skip"]
+        skip_key = [k for k in keys if K.key_dict(k)["kind"] == "image_skip"]
         assert len(skip_key) == 1 and skip_key[0] in table
         assert predicted > 0
         assert predicted == sum(table.stats(k).min_ms for k in keys)

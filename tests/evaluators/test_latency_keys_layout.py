@@ -8,9 +8,9 @@ import random
 import pytest
 import torch
 
-from evaluators.latency_enum import space_keys, spec_keys
-from evaluators.latency_keys import decompose, unit_key
-from evaluators.latency_probes import make_probe
+from evaluators.latency.enumeration import space_keys, spec_keys
+from evaluators.latency.keys import decompose, unit_key
+from evaluators.latency.probes import make_probe
 from space.layout import layout
 from space.space import SearchSpace
 from space.spec import ArchSpec, LayerSpec, tail_conv_count, uniform
@@ -88,7 +88,7 @@ def test_probes_of_the_new_keys_run_the_builders_modules(key, out_shape):
 
 
 def test_head_probe_applies_the_leaky_relu():
-    from evaluators.latency_probes import _Head
+    from evaluators.latency.probes import _Head
 
     for mean in (True, False):
         head = _Head("conv3", 4, mean, "leaky_relu").eval()

@@ -14,8 +14,8 @@ import socket
 
 import pytest
 
-from evaluators import latency_store as store
-from evaluators.latency_keys import decompose
+from evaluators.latency import context, keys as K, store
+from evaluators.latency.keys import decompose
 from nas.cli import main
 from space.spec import LayerSpec, uniform
 
@@ -28,13 +28,16 @@ UNKNOWN = "unknown (table written before measurement times were recorded)"
 def _table(path, **kw):
     from evaluators.latency import LatencyTable
 
+    kw.setdefault("calibrate", False)
+    kw.setdefault("retries", 0)
+    kw.setdefault("check", False)  # the canary check: test_latency_contention.py
     return LatencyTable(TINY, path=path, threads=1, warmup=1, repeats=3, **kw)
 
 
 def _keys(n):
     spec = uniform(2, 4, 1, layer=LayerSpec(parts=2), tail="binary_repeat",
                    tail_layer=LayerSpec(skip="fp"))
-    keys = list(dict.fromkeys(store.canonical_key(k) for k in decompose(spec, TINY)))
+    keys = list(dict.fromkeys(K.canonical_key(k) for k in decompose(spec, TINY)))
     assert len(keys) >= n
     return keys[:n]
 
@@ -70,7 +73,7 @@ def test_lut_show_prints_when_and_under_what_load_entries_were_measured(tmp_path
     table = _table(path, autosave=False)
     _loads(monkeypatch, 1.5, 2.75)  # at the start, then at the end of the measurements
     t0 = _now()
-    assert table.measure_entries(keys) == 3
+    assert table.measurer.measure_entries(keys) == 3
     t1 = datetime.datetime.now(datetime.timezone.utc)
     table.save()
     shown = _show(capsys, path)
@@ -85,7 +88,7 @@ def test_lut_show_prints_when_and_under_what_load_entries_were_measured(tmp_path
     data = json.loads(path.read_text())
     (rec,) = data["measured"]
     assert rec["load_1min_start"] == 1.5 and rec["load_1min_end"] == 2.75 and rec["entries"] == 3
-    assert "measured" not in data["context"] and set(data["context"]) == set(store.CONTEXT_FIELDS)
+    assert "measured" not in data["context"] and set(data["context"]) == set(context.CONTEXT_FIELDS)
     assert store.default_path(data["context"]) == store.default_path(table.context)
 
 
@@ -94,12 +97,12 @@ def test_one_session_per_table_object_and_both_kept_on_one_file(tmp_path, capsys
     ka, kb = _keys(5)[:3], _keys(5)[3:]
     a, b = _table(path), _table(path)  # b opened before a saved anything
     _loads(monkeypatch, 0.5)
-    a.measure_entries(ka[:2])
+    a.measurer.measure_entries(ka[:2])
     first = json.loads(path.read_text())["measured"]
-    a.measure_entries(ka[2:])  # the same session: started kept, count and end updated
+    a.measurer.measure_entries(ka[2:])  # the same session: started kept, count and end updated
     _loads(monkeypatch, 4.0)
     monkeypatch.setattr(os, "getpid", lambda: 4242)  # b stands for another process
-    b.measure_entries(kb)
+    b.measurer.measure_entries(kb)
     monkeypatch.undo()
     recs = json.loads(path.read_text())["measured"]
     assert len(recs) == 2 and recs[0]["id"] != recs[1]["id"]
@@ -119,7 +122,7 @@ def test_one_session_per_table_object_and_both_kept_on_one_file(tmp_path, capsys
 def test_a_v3_table_without_the_record_loads_and_shows_unknown(tmp_path, capsys, monkeypatch):
     path = tmp_path / "lut.json"
     keys = _keys(3)
-    _table(path).measure_entries(keys[:2])
+    _table(path).measurer.measure_entries(keys[:2])
     data = json.loads(path.read_text())
     del data["measured"]  # as a table written before measurement times were recorded
     path.write_text(json.dumps(data))
@@ -130,7 +133,7 @@ def test_a_v3_table_without_the_record_loads_and_shows_unknown(tmp_path, capsys,
     _loads(monkeypatch, 0.25)
     table = _table(path)
     assert len(table) == 2
-    table.measure_entries(keys)
+    table.measurer.measure_entries(keys)
     recs = json.loads(path.read_text())["measured"]
     assert [(r["id"], r["started"], r["entries"]) for r in recs][0] == ("legacy", None, 2)
     assert recs[1]["entries"] == 1 and recs[1]["load_1min_start"] == 0.25
@@ -146,7 +149,7 @@ def test_a_v3_table_without_the_record_loads_and_shows_unknown(tmp_path, capsys,
 ])
 def test_a_malformed_record_is_refused_naming_the_field(tmp_path, capsys, change, message):
     path = tmp_path / "lut.json"
-    _table(path).measure_entries(_keys(1))
+    _table(path).measurer.measure_entries(_keys(1))
     data = json.loads(path.read_text())
     change(data["measured"][0])
     path.write_text(json.dumps(data))

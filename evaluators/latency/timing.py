@@ -10,10 +10,10 @@ the same choice). Median and quartiles are kept beside it to show the spread. Tw
     every timed call of a unit follows other units' work, as it does inside a network: its
     weights are as cold as there, not hot from calling it again. Fewer than ``MIN_ROTATION``
     probes are padded with untimed filler probes to keep that true. Just before each call,
-    untimed, a probe's ``prepare()`` (when it has one) runs its lead and rewrites the unit's
-    inputs in place, so they are hot in the caches as the previous unit's output is inside a
-    network. Which units share a rotation is the caller's choice (``LatencyTable`` rotates each
-    family apart). Measured on 50 random specs (64x64 input, one thread; BENCHMARKS.md
+    untimed, a probe's ``prepare()`` (when it has one) rewrites the unit's inputs in place, so
+    they are hot in the caches as the previous unit's output is inside a network, and runs its
+    lead (``probes.Probe``). Which units share a rotation is the caller's choice
+    (``measure.Measurer`` rotates each family apart). Measured on 50 random specs (64x64 input, one thread; BENCHMARKS.md
     ``latency_accuracy``): timing a unit back to back made it 5-10 % faster than inside a
     network (AMD Zen 3: predictions 5-9 % low); one rotation of every unit with cold inputs
     made it slower (Intel Xeon with AVX-512: predictions 5-7 % high on average, up to +15 % for
@@ -48,13 +48,10 @@ and restores the previous count afterwards (the native runtime defaults to the s
 from __future__ import annotations
 
 import math
-import platform
 import random
-import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
-
 
 from evaluators.threads import torch_threads
 
@@ -227,21 +224,3 @@ def time_rotation(
 
 #: ``threads(n)``: torch's thread count ``n`` for the body (``evaluators.threads``).
 threads = torch_threads
-
-
-def cpu_model() -> str:
-    """The CPU model name (``/proc/cpuinfo`` 'model name', else ``platform.processor()``)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip() or "unknown-cpu"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown-cpu"
-
-
-def slug(text: str) -> str:
-    """A file-name-safe lower-case slug: runs of other characters become one '-'."""
-    out = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return out or "unknown"

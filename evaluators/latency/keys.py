@@ -1,5 +1,11 @@
 """Keys of the latency table: what work each part of a network does, from the spec alone.
 
+A key is a plain dict of JSON scalars (``{"kind": "bconv", "in": 64, ...}``); its canonical
+string (``canonical_key``) is ``json.dumps(key, sort_keys=True, separators=(",", ":"))``:
+stable across processes, Python versions and JSON round trips, and readable in error messages
+(``key_dict(string)`` inverts it). ``family(key)`` sorts units into the two families the
+measurement rotates apart: ``bconv`` (binary convs) and ``fp`` (everything else).
+
 ``decompose(spec, input_size)`` lists, in execution order, the call overhead and then one key
 dict per unit of ``space.layout.layout(spec, input_size)`` (``unit_key``), the units of the
 network that ``space.builder.build(spec)`` makes (N = 1, LR input ``3 x H x W``, output
@@ -55,6 +61,7 @@ scale), ``bias`` and ``norm`` (fold into the epilogue's scale and bias), and the
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 from ops.choices import TRAINING_ONLY
@@ -68,6 +75,30 @@ READ = frozenset({"threshold", "threshold_kernel", "parts", "rescale", "bam_dept
 DROPPED = TRAINING_ONLY | FOLDED
 
 Key = Dict[str, Any]
+
+
+def canonical_key(key: Mapping[str, Any]) -> str:
+    """The canonical string of a key dict (sorted keys, no whitespace)."""
+    for name, value in key.items():
+        if not isinstance(name, str) or not (value is None or isinstance(value, (str, int, float, bool))):
+            raise ValueError(f"latency key field {name!r}={value!r} must be a str name with a JSON scalar value")
+    return json.dumps(dict(key), sort_keys=True, separators=(",", ":"))
+
+
+def key_dict(key: str) -> Dict[str, Any]:
+    """Inverse of :func:`canonical_key`."""
+    try:
+        data = json.loads(key)
+    except json.JSONDecodeError:
+        raise ValueError(f"latency key {key!r} is not a canonical JSON key") from None
+    if not isinstance(data, dict) or "kind" not in data:
+        raise ValueError(f"latency key {key!r} must be a JSON object with a 'kind' field")
+    return data
+
+
+def family(key: str) -> str:
+    """``bconv`` for a binary conv's canonical key, ``fp`` for every other unit."""
+    return "bconv" if key_dict(key)["kind"] == "bconv" else "fp"
 
 
 def _get(layer: Any, name: str) -> Any:

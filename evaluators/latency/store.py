@@ -1,13 +1,8 @@
-"""Storage of a latency table: canonical keys, the JSON file, and the measurement context.
-
-A key is a plain dict of JSON scalars (``{"kind": "bconv", "in": 64, ...}``); its canonical
-string is ``json.dumps(key, sort_keys=True, separators=(",", ":"))`` — stable across processes,
-Python versions and JSON round trips, and readable in error messages (``key_dict(string)``
-inverts it).
+"""Storage of a latency table: the JSON file, its session records and the cache path.
 
 File layout (``format`` = ``bsrnas-latency-table/3``; version 3 entries are timed in rotation
-with hot inputs, single calls, figure ``min_ms``: see ``latency_timing``; files of versions 1
-and 2, timed another way, are refused)::
+with hot inputs, single calls, figure ``min_ms``: see ``timing``; files of versions 1 and 2,
+timed another way, are refused)::
 
     {
       "format": "bsrnas-latency-table/3",
@@ -17,26 +12,36 @@ and 2, timed another way, are refused)::
       "measured": [{"id": "<hex>", "started": "2025-01-31T09:15:02.113+00:00",
                     "finished": "2025-01-31T09:21:40.905+00:00",
                     "load_1min_start": 0.42, "load_1min_end": 1.07, "entries": 412,
-                    "host": "node-3", "pid": 12345}, ...],
+                    "host": "node-3", "pid": 12345,
+                    "busy": false, "canary": {"<canonical key>": 0.081, ...},
+                    "contention": {"windows": 12, "busy": 0, "retries": 0, "kept_busy": 0,
+                                   "max_wait": 0.004, "max_steal": 0.0, "max_drift": 0.02,
+                                   "reasons": []}}, ...],
+      "calibration": {...},                        (optional: ``calibration.Calibration``)
       "entries": {"<canonical key>": {"median_ms": .., "min_ms": .., "q1_ms": .., "q3_ms": ..,
-                                      "max_ms": .., "repeats": 25, "number": 1}, ...}
+                                      "max_ms": .., "repeats": 25, "number": 1,
+                                      "session": "<hex>"}, ...}
     }
 
-``measured`` is metadata, not context: when the entries were timed and under what load. One
-record per measuring session (a ``LatencyTable`` object that measured entries: one process, one
-``bsrnas lut build`` run; a table file may be extended by several), with its UTC start and end
-(ISO 8601), the 1-minute load average (``os.getloadavg()[0]``, ``None`` where the OS has none)
-when it started and when it last measured, the count of unit measurements it made
-(re-measurements included) and its host and pid. Files written before this record existed
-have no ``measured`` field (``read`` gives ``None``: unknown); when such a table is extended, its
-earlier entries are kept under one record with ``id`` ``"legacy"`` and ``started`` ``None``.
+The context is defined in ``context`` (``CONTEXT_FIELDS``, ``check_context``): a table measured
+in one context is refused in another.
 
-A table measured in one context is refused in another (``check_context``): a different CPU
-model, ISA path or build (file hash) of the native kernel, thread count, torch version (the FP layers run through it),
-input size, clock (``wall`` time, or ``cpu`` time of the process, see ``latency_timing``) or heap
-policy (``steady`` or ``default``, see ``ops.native.heap``) gives a ``ValueError`` that names the field, both values and how to build a table
-for the current context. Files are written atomically (temporary file + ``os.replace``) so an
-interrupted build never leaves a truncated table.
+``measured`` is metadata, not context: when the entries were timed and under what load. One
+record per measuring session (a ``Measurer`` that measured entries: one process, one ``bsrnas
+lut build`` run; a table file may be extended by several), with its UTC start and end (ISO
+8601), the 1-minute load average (``os.getloadavg()[0]``, ``None`` where the OS has none) when
+it started and when it last measured, the count of unit measurements it made (re-measurements
+included) and its host and pid; since issue 16 also whether the machine was found busy while it
+measured (``busy``: a chunk still busy after its retries was kept), the figures of the
+session's canary units (``canary``: the reference the table is checked against before use) and
+its contention tally (``contention``, see ``contention.Tally``). Those three are optional (older
+records lack them: ``None``). Each entry names the session that measured it (``session``;
+absent in older files). Files written before the record existed have no ``measured`` field
+(``read`` gives ``None``: unknown); when such a table is extended, its earlier entries are kept
+under one record with ``id`` ``"legacy"`` and ``started`` ``None``.
+
+Files are written atomically (temporary file + ``os.replace``) so an interrupted build never
+leaves a truncated table.
 """
 from __future__ import annotations
 
@@ -45,35 +50,19 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-from evaluators.latency_timing import TimingStats, slug
+from evaluators.latency.context import CONTEXT_FIELDS, context_slug
+from evaluators.latency.keys import key_dict
+from evaluators.latency.timing import TimingStats
 from space.files import atomic_write
 
 FORMAT = "bsrnas-latency-table/3"
 FORMAT_TAG = "v3"  # in default file names, so caches of older formats are left alone
-CONTEXT_FIELDS = ("cpu", "isa", "native", "threads", "torch", "input_size", "clock", "heap")
 #: fields of one record of ``measured`` (see the module docstring)
 SESSION_FIELDS = ("id", "started", "finished", "load_1min_start", "load_1min_end", "entries",
                   "host", "pid")
+#: optional fields of a record (issue 16; ``None`` when absent)
+SESSION_EXTRA = ("busy", "canary", "contention")
 LEGACY_SESSION = "legacy"
-
-
-def canonical_key(key: Mapping[str, Any]) -> str:
-    """The canonical string of a key dict (sorted keys, no whitespace)."""
-    for name, value in key.items():
-        if not isinstance(name, str) or not (value is None or isinstance(value, (str, int, float, bool))):
-            raise ValueError(f"latency key field {name!r}={value!r} must be a str name with a JSON scalar value")
-    return json.dumps(dict(key), sort_keys=True, separators=(",", ":"))
-
-
-def key_dict(key: str) -> Dict[str, Any]:
-    """Inverse of :func:`canonical_key`."""
-    try:
-        data = json.loads(key)
-    except json.JSONDecodeError:
-        raise ValueError(f"latency key {key!r} is not a canonical JSON key") from None
-    if not isinstance(data, dict) or "kind" not in data:
-        raise ValueError(f"latency key {key!r} must be a JSON object with a 'kind' field")
-    return data
 
 
 def parse_input_size(text: Any, field: str = "input") -> Tuple[int, int, int]:
@@ -95,10 +84,6 @@ def parse_input_size(text: Any, field: str = "input") -> Tuple[int, int, int]:
     return dims  # type: ignore[return-value]
 
 
-def format_input_size(size: Tuple[int, int, int]) -> str:
-    return "x".join(str(d) for d in size)
-
-
 def cache_dir() -> Path:
     """``$BSRNAS_CACHE/latency`` if set, else ``$XDG_CACHE_HOME/bsrnas/latency``, else
     ``~/.cache/bsrnas/latency``."""
@@ -111,42 +96,18 @@ def cache_dir() -> Path:
 
 
 def default_path(context: Mapping[str, Any]) -> Path:
-    """``<cache_dir>/<cpu-slug>-<isa>-<build>-t<threads>-<CxHxW>[-cpuclock][-defaultheap]-v3.json``
-    (``-cpuclock`` for a table timed with the CPU-time clock, ``-defaultheap`` for one measured
-    with ``BSRNAS_STEADY_HEAP=0``, ``v3`` the file format); a rebuilt
-    kernel gets a new file."""
-    name = "{}-{}-{}-t{}-{}{}-{}.json".format(
-        slug(str(context["cpu"])), slug(str(context["isa"])), slug(str(context["native"])),
-        context["threads"],
-        format_input_size(tuple(context["input_size"])),
-        ("-cpuclock" if context.get("clock", "wall") == "cpu" else "")
-        + ("-defaultheap" if context.get("heap", "steady") != "steady" else ""), FORMAT_TAG,
-    )
-    return cache_dir() / name
-
-
-def check_context(path: Path, stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> None:
-    """Refuse a table measured in another context (see the module docstring)."""
-    for name in CONTEXT_FIELDS:
-        have, want = stored.get(name), wanted[name]
-        if name == "input_size":
-            have = tuple(have) if isinstance(have, (list, tuple)) else have
-            want = tuple(want)
-        if have != want:
-            raise ValueError(
-                f"latency table {path} was measured for {name}={have!r}, but this table is for "
-                f"{name}={want!r}; a table only predicts for the CPU, native kernel (ISA, build), "
-                f"thread count, torch version, input size, clock and heap policy it was measured with — build one for this context with "
-                f"`bsrnas lut build --input {format_input_size(tuple(wanted['input_size']))} "
-                f"--threads {wanted['threads']}` or pass another path"
-            )
+    """``<cache_dir>/<context slug>-v3.json`` (``context.context_slug``: CPU, ISA, build,
+    threads, input size, clock and heap; ``v3`` the file format): a rebuilt kernel gets a new
+    file."""
+    return cache_dir() / f"{context_slug(context)}-{FORMAT_TAG}.json"
 
 
 def legacy_session(entries: int) -> Dict[str, Any]:
     """The record standing for ``entries`` entries of a file written before sessions were
     recorded: when and under what load they were measured is unknown."""
     return {"id": LEGACY_SESSION, "started": None, "finished": None, "load_1min_start": None,
-            "load_1min_end": None, "entries": int(entries), "host": None, "pid": None}
+            "load_1min_end": None, "entries": int(entries), "host": None, "pid": None,
+            "busy": None, "canary": None, "contention": None}
 
 
 def _check_session(path: Path, i: int, rec: Any) -> Dict[str, Any]:
@@ -168,13 +129,23 @@ def _check_session(path: Path, i: int, rec: Any) -> Dict[str, Any]:
             raise ValueError(f"{where}.{name} is {value!r}; allowed: {names}")
     if rec["entries"] < 0:
         raise ValueError(f"{where}.entries is {rec['entries']!r}; allowed: an integer >= 0")
-    return dict(rec)
+    out = dict(rec)
+    for name, allowed in (("busy", (bool,)), ("canary", (dict,)), ("contention", (dict,))):
+        value = out.setdefault(name, None)
+        if value is not None and not isinstance(value, allowed):
+            raise ValueError(f"{where}.{name} is {value!r}; allowed: "
+                             f"{allowed[0].__name__} or null")
+    for key, ms in (out["canary"] or {}).items():
+        if isinstance(ms, bool) or not isinstance(ms, (int, float)) or ms <= 0:
+            raise ValueError(f"{where}.canary[{key!r}] is {ms!r}; allowed: a positive number (ms)")
+    return out
 
 
 def read(path: Path) -> Dict[str, Any]:
     """Read a table file: ``dict(context=..., entries={key: TimingStats}, measured=[records] or
-    None)`` (``None``: a file written before measurement sessions were recorded). Malformed
-    files raise ``ValueError``."""
+    None, sessions={key: session id}, calibration=dict or None)`` (``measured`` ``None``: a file
+    written before measurement sessions were recorded; ``sessions`` lists only the entries that
+    name theirs). Malformed files raise ``ValueError``."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -194,19 +165,26 @@ def read(path: Path) -> Dict[str, Any]:
     raw = data.get("entries")
     if not isinstance(raw, dict):
         raise ValueError(f"latency table {path}: 'entries' must be an object of key -> timing")
-    entries = {}
+    entries, sessions = {}, {}
     for key, value in raw.items():
         key_dict(key)
         if not isinstance(value, dict):
             raise ValueError(f"latency table {path}: entry {key} must be an object, got {value!r}")
         entries[key] = TimingStats.from_dict(value)
+        if isinstance(value.get("session"), str):
+            sessions[key] = value["session"]
+    calibration = data.get("calibration")
+    if calibration is not None and not isinstance(calibration, dict):
+        raise ValueError(f"latency table {path}: 'calibration' is {calibration!r}; allowed: an "
+                         "object or null")
     measured = data.get("measured")
     if measured is not None:
         if not isinstance(measured, list):
             raise ValueError(f"latency table {path}: 'measured' is {measured!r}; allowed: a list "
                              f"of session records")
         measured = [_check_session(path, i, rec) for i, rec in enumerate(measured)]
-    return {"context": context, "entries": entries, "measured": measured}
+    return {"context": context, "entries": entries, "measured": measured, "sessions": sessions,
+            "calibration": calibration}
 
 
 def load(path: Path) -> Tuple[Dict[str, Any], Dict[str, TimingStats]]:
@@ -216,18 +194,24 @@ def load(path: Path) -> Tuple[Dict[str, Any], Dict[str, TimingStats]]:
 
 
 def save(path: Path, context: Mapping[str, Any], entries: Mapping[str, TimingStats],
-         extra: Optional[Mapping[str, Any]] = None,
-         measured: Optional[Sequence[Mapping[str, Any]]] = None) -> Path:
+         measured: Optional[Sequence[Mapping[str, Any]]] = None,
+         sessions: Optional[Mapping[str, str]] = None,
+         calibration: Optional[Mapping[str, Any]] = None) -> Path:
     """Write the table atomically; return the path. ``measured``: the session records (see the
-    module docstring; ``None`` writes none)."""
+    module docstring; ``None`` writes none); ``sessions``: the session id of each entry that has
+    one; ``calibration``: the calibration's dict (``None`` writes none)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ctx = dict(context)
     ctx["input_size"] = list(ctx["input_size"])
     data: Dict[str, Any] = {"format": FORMAT, "context": ctx}
     if measured is not None:
-        data["measured"] = [{f: rec[f] for f in SESSION_FIELDS} for rec in measured]
-    if extra:
-        data.update(extra)
-    data["entries"] = {k: entries[k].to_dict() for k in sorted(entries)}
+        data["measured"] = [{f: rec.get(f) for f in SESSION_FIELDS + SESSION_EXTRA}
+                            for rec in measured]
+    if calibration is not None:
+        data["calibration"] = dict(calibration)
+    sessions = sessions or {}
+    data["entries"] = {k: dict(entries[k].to_dict(), **({"session": sessions[k]} if k in sessions
+                                                         else {}))
+                       for k in sorted(entries)}
     return atomic_write(path, json.dumps(data, indent=1) + "\n")

@@ -3,9 +3,9 @@
 ``make_probe(key, threads) -> Probe`` returns a zero-argument callable that runs the unit once
 on an input of the key's shape (batch 1, random values: the work of every unit is independent
 of the values). Its ``prepare()`` (run untimed before each timed call, see
-``latency_timing.time_rotation``) rewrites the unit's input tensors in place with the same
-values, so they sit in the core's caches as freshly written data: inside a network each unit
-reads what the unit before it has just written. Each probe is made from the same code that
+``timing.time_rotation``) rewrites the unit's input tensors in place with the same
+values, so they sit in the core's caches as freshly written data (inside a network each unit
+reads what the unit before it has just written), then runs its lead, if any (``Probe``). Each probe is made from the same code that
 ``space.builder.build`` uses (its factory tables ``HEADS`` / ``TAILS`` and ``FPBlock``,
 ``ops.BinaryConv2d``) and is fed what the unit sees inside a network run by the packed runtime
 (``ops.native.compile``): activations in channels-last memory order (the runtime converts the
@@ -14,7 +14,7 @@ input once and every layer keeps that order), no autograd. So the sum of the uni
 * ``overhead``: the runtime's ``CompiledModel`` call around a module that does no work (returns
   a preallocated NCHW tensor): argument checks, ``no_grad``, the input's channels-last copy;
 * ``bconv``: the ``NativeBinaryConv2d`` the runtime puts in place of an eval-mode
-  ``BinaryConv2d`` with work-equivalent choices (``latency_keys.conv_choices``), called with
+  ``BinaryConv2d`` with work-equivalent choices (``keys.conv_choices``), called with
   the BAM history it would see in the body (``space.layout``: one chain across blocks);
 * ``output``: the de-normalisation ``o / k + mean`` (``o / k`` for a key with ``mean: false``)
   and the runtime's final NCHW copy of the SR image;
@@ -32,33 +32,45 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
+import numpy as np
 
-from evaluators.latency_keys import conv_choices
+from evaluators.latency.keys import conv_choices
 
 
 class Probe:
-    """A unit of work: ``probe()`` runs it once; ``prepare()`` first runs its ``lead`` (when
-    set: a callable standing for the layer before it in a network), then rewrites its
-    ``inputs`` in place (``t.mul_(1.0)``: same values, every cache line read and written) so
-    that the call that follows finds them hot, as a unit inside a network finds the output of
-    the unit before it."""
+    """A unit of work: ``probe()`` runs it once; ``prepare()`` first rewrites its ``inputs`` in
+    place (``numpy.multiply(a, 1.0, out=a)`` on views of their memory: same values, every cache
+    line read and written, in this thread only) so that the call that follows finds them hot,
+    as a unit inside a network finds the output of the unit before it, then runs its ``lead``
+    (when set: a callable standing for the layer before it in a network), so the timed call
+    follows that layer's work directly, as inside a network. The rewrite is not a torch op on
+    purpose: a parallel torch op just before the timed call leaves torch's OpenMP workers
+    spinning on the other cores, which no unit of a network finds there (it follows the
+    kernel's own pool). Measured on the 2-vCPU Intel Xeon VM (BENCHMARKS.md
+    ``latency_accuracy``, the diagnosis): the FP unit figures moved by about 5 % either way
+    (median torch-op / numpy figure 1.05 at 1 thread, 0.94 at 2) and the raw sum of whole
+    networks by about 1 point: a small effect there, kept for the state it reproduces."""
 
-    __slots__ = ("fn", "inputs", "lead")
+    __slots__ = ("fn", "inputs", "lead", "arrays")
 
     def __init__(self, fn: Callable[[], Any], inputs: Sequence[torch.Tensor] = (),
                  lead: Optional[Callable[[], Any]] = None):
         self.fn = fn
         self.inputs = tuple(inputs)
         self.lead = lead
+        # numpy views of the same memory: the rewrite runs in this thread only, so it does not
+        # wake torch's OpenMP workers (a unit inside a network follows the previous unit's
+        # work, not a parallel torch op of the measurement's own)
+        self.arrays = tuple(t.detach().numpy() for t in self.inputs)
 
     def __call__(self) -> Any:
         return self.fn()
 
     def prepare(self) -> None:
+        for a in self.arrays:
+            np.multiply(a, 1.0, out=a)
         if self.lead is not None:
             self.lead()
-        for t in self.inputs:
-            t.mul_(1.0)
 
 
 def _input(c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:

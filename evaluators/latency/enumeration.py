@@ -1,6 +1,6 @@
 """Every distinct latency unit a search space can produce, derived from the space definition.
 
-The units of a network are those of ``space.layout.layout`` (``latency_keys.decompose``); they
+The units of a network are those of ``space.layout.layout`` (``keys.decompose``); they
 depend on the architecture only through the fields of ``KEY_FIELDS`` (channels C, head,
 head_act, input_mean, body kind, block_residual, global_skip, tail, tail_stages, tail_conv_hr,
 image_skip) and the per-conv choices; the number of blocks only repeats units (every block
@@ -24,7 +24,7 @@ of a space are::
 
 A new architecture choice therefore enters here by its name in ``KEY_FIELDS`` only.
 Combinations are enumerated over the allowed values of the choices ``conv_work`` reads
-(``latency_keys.READ``); values that do the same work collapse into one key, so the count is
+(``keys.READ``); values that do the same work collapse into one key, so the count is
 exact and usually far below the raw product. Granularity (layer / block / shared) restricts
 which convs share a value, never which values one conv can take, so it does not enter.
 """
@@ -34,8 +34,7 @@ import dataclasses
 import itertools
 from typing import Any, Dict, List, Mapping, Tuple
 
-from evaluators.latency_keys import READ, Key, conv_work, decompose, unit_key
-from evaluators.latency_store import canonical_key
+from evaluators.latency.keys import READ, Key, canonical_key, conv_work, decompose, unit_key
 from ops.bam import MAX_DEPTH
 from space.layout import layout
 from space.spec import CONVS_PER_BLOCK, STAGED_TAILS, ArchSpec, uniform

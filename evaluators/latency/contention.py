@@ -1,0 +1,202 @@
+"""Is the machine busy? Signals of interference while measuring, and the rule that decides.
+
+A table measured while other processes hold the cores is poisoned: its figures are those of a
+busy machine and predict every network too slow once the machine is idle (on a 2-core VM with
+two busy loops, issue 16: a median factor 1.65). Three kinds of signal, each cheap to read:
+
+* **waiting for a core** (``wait``): the time this process's threads were runnable but not
+  running, the second field of ``/proc/self/task/<tid>/schedstat`` (the scheduler's run delay),
+  summed over the threads and divided by the wall time of the window times the thread count
+  of the measurement. Zero-ish on an idle machine
+  (a woken worker waits a few microseconds); a busy loop on a core this process needs makes it
+  tens of percent (with more threads, the wake-up of the kernel pool's workers waits a little
+  even on an idle machine: ``limits_for``). Linux only (``None`` elsewhere).
+* **stolen by the hypervisor** (``steal``): the ``steal`` column of ``/proc/stat`` over the
+  window, as a fraction of the window's wall time times the CPU count: another guest holds the
+  physical core this VM's vCPU runs on (invisible to the load average inside the VM).
+* **a reference unit re-timed** (``drift``): a fixed unit (``canary``: a few small units timed
+  together) is re-timed between chunks of measurements; its figure divided by its figure at the
+  start of the session. Catches what the scheduler does not show: a busy sibling hyperthread, a
+  lower clock, memory bandwidth taken by the other core.
+
+``judge(window, limits)`` is the decision rule, a pure function of these numbers (unit-tested
+with injected values): a window is **busy** when any signal passes its limit (``LIMITS``: wait
+5 % (plus 10 % per thread beyond the first, ``limits_for``), steal 5 %, drift +-8 %); the
+reasons name each signal that did. The measuring side
+(``measure.Measurer``) opens a window per rotation chunk; a busy chunk is re-measured after a
+pause (``retries``), and a chunk still busy after its retries is kept and flagged (the
+session's record says so) or refused (``ContentionError``), as the caller asks. The canary is
+checked again when a cached table is used (``canary_drift``): a session whose canary figures
+differ from the canary timed now, on a machine that is idle now, is re-measured.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Tuple
+
+#: limits of the decision rule (fractions): wait and steal of the window's wall time, drift of
+#: the reference unit from its baseline (either way); ``limits_for`` raises the wait limit with
+#: the thread count
+LIMITS: Dict[str, float] = {"wait": 0.05, "steal": 0.05, "drift": 0.08}
+#: the wait limit grows by this much per thread beyond the first (see ``limits_for``)
+WAIT_PER_THREAD = 0.10
+
+
+def limits_for(threads: int) -> Dict[str, float]:
+    """``LIMITS`` for a measurement on ``threads`` threads. With more than one thread a woken
+    worker waits for its core even on an idle machine: measured on the 2-vCPU Intel Xeon VM,
+    2 threads waited 7-9 % of their time idle, 41-46 % with one busy loop and ~50 % with two
+    (1 thread: 0 %, 19-43 % with two busy loops), so the wait limit is 5 % plus 10 % per
+    thread beyond the first."""
+    return dict(LIMITS, wait=LIMITS["wait"] + WAIT_PER_THREAD * max(threads - 1, 0))
+
+
+class ContentionError(ValueError):
+    """Measuring was refused: the machine stayed busy through every retry (a ``ValueError``, so
+    the command line reports it as an error of its input, exit status 2)."""
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read().decode("ascii", "replace")
+    except OSError:
+        return None
+
+
+def run_delay_ns() -> Optional[int]:
+    """Sum over this process's threads of the time they waited on a run queue (ns), or None
+    where ``/proc/self/task/*/schedstat`` is not available."""
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    total, seen = 0, False
+    for tid in tids:
+        text = _read(f"/proc/self/task/{tid}/schedstat")
+        if text is None:
+            continue  # a thread that just exited
+        parts = text.split()
+        if len(parts) >= 2:
+            total += int(parts[1])
+            seen = True
+    return total if seen else None
+
+
+def steal_ns() -> Optional[int]:
+    """Hypervisor steal time summed over the CPUs (ns; ``/proc/stat``), or None."""
+    text = _read("/proc/stat")
+    if not text:
+        return None
+    first = text.split("\n", 1)[0].split()
+    if len(first) < 9 or first[0] != "cpu":
+        return None
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    return int(first[8]) * 1_000_000_000 // hz
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The counters at one moment (``snapshot()``)."""
+
+    wall_ns: int
+    wait_ns: Optional[int]
+    steal_ns: Optional[int]
+
+
+def snapshot() -> Snapshot:
+    return Snapshot(time.perf_counter_ns(), run_delay_ns(), steal_ns())
+
+
+@dataclass(frozen=True)
+class Window:
+    """What happened during one measurement window: fractions of its wall time, and the
+    reference unit's figure over its baseline (None: not re-timed)."""
+
+    wall_s: float
+    wait: Optional[float] = None
+    steal: Optional[float] = None
+    drift: Optional[float] = None  # ratio: reference now / reference baseline
+
+    def to_dict(self) -> Dict[str, Optional[float]]:
+        return {"wall_s": self.wall_s, "wait": self.wait, "steal": self.steal, "drift": self.drift}
+
+
+def window(start: Snapshot, end: Snapshot, drift: Optional[float] = None,
+           cpus: Optional[int] = None, threads: int = 1) -> Window:
+    """The window between two snapshots (``drift``: the reference unit's ratio, if re-timed;
+    ``threads``: the threads the measurement runs on, over which the wait is averaged)."""
+    wall = max(end.wall_ns - start.wall_ns, 1)
+    cpus = cpus or os.cpu_count() or 1
+    wait = None if start.wait_ns is None or end.wait_ns is None else \
+        max(end.wait_ns - start.wait_ns, 0) / (wall * max(threads, 1))
+    steal = None if start.steal_ns is None or end.steal_ns is None else \
+        max(end.steal_ns - start.steal_ns, 0) / (wall * cpus)
+    return Window(wall / 1e9, wait, steal, drift)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    busy: bool
+    reasons: Tuple[str, ...] = ()
+
+
+def judge(w: Window, limits: Mapping[str, float] = LIMITS) -> Verdict:
+    """The decision rule (see the module docstring): busy when a signal passes its limit."""
+    reasons: List[str] = []
+    if w.wait is not None and w.wait > limits["wait"]:
+        reasons.append(f"threads waited for a core {100 * w.wait:.0f} % of the time")
+    if w.steal is not None and w.steal > limits["steal"]:
+        reasons.append(f"hypervisor steal {100 * w.steal:.0f} %")
+    if w.drift is not None and abs(w.drift - 1.0) > limits["drift"]:
+        reasons.append(f"reference unit {100 * (w.drift - 1):+.0f} % from its baseline")
+    return Verdict(bool(reasons), tuple(reasons))
+
+
+@dataclass
+class Tally:
+    """Summary of the windows of one measuring session (stored in its record as ``contention``)."""
+
+    windows: int = 0
+    busy: int = 0
+    retries: int = 0
+    kept_busy: int = 0  # chunks still busy after their retries, kept
+    max_wait: float = 0.0
+    max_steal: float = 0.0
+    max_drift: float = 0.0  # largest |ratio - 1| of the reference unit
+    reasons: List[str] = field(default_factory=list)
+
+    def add(self, w: Window, v: Verdict) -> None:
+        self.windows += 1
+        self.busy += int(v.busy)
+        self.max_wait = max(self.max_wait, w.wait or 0.0)
+        self.max_steal = max(self.max_steal, w.steal or 0.0)
+        if w.drift is not None:
+            self.max_drift = max(self.max_drift, abs(w.drift - 1.0))
+        for r in v.reasons:
+            if len(self.reasons) < 5 and r not in self.reasons:
+                self.reasons.append(r)
+
+    def to_dict(self) -> Dict[str, object]:
+        return {"windows": self.windows, "busy": self.busy, "retries": self.retries,
+                "kept_busy": self.kept_busy, "max_wait": round(self.max_wait, 4),
+                "max_steal": round(self.max_steal, 4), "max_drift": round(self.max_drift, 4),
+                "reasons": list(self.reasons)}
+
+
+def canary_drift(stored: Mapping[str, float], now: Mapping[str, float]) -> Optional[float]:
+    """The ratio stored / now of a session's canary figures against the canary timed now: the
+    median over the canary units both know (None when they share none). Above 1: the table
+    was measured slower than the machine runs now (measured while busy); below 1: faster."""
+    ratios = sorted(stored[k] / now[k] for k in stored if k in now and now[k] > 0)
+    if not ratios:
+        return None
+    mid = len(ratios) // 2
+    return ratios[mid] if len(ratios) % 2 else 0.5 * (ratios[mid - 1] + ratios[mid])
+
+
+def drifted(ratio: Optional[float], limit: float = LIMITS["drift"]) -> bool:
+    """Whether a canary ratio (``canary_drift``) says the session must be re-measured."""
+    return ratio is not None and abs(ratio - 1.0) > limit

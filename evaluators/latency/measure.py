@@ -1,0 +1,381 @@
+"""``Measurer``: the measuring part of the latency model (units, whole networks, canary,
+calibration), for one ``LatencyTable``.
+
+**Units.** Each distinct unit (``keys``) is timed on the packed runtime by its probe (``probes``)
+in rotation (``timing.time_rotation``, up to ``ROTATION_CHUNK`` units at a time): ``warmup``
+untimed passes, then ``repeats`` passes that each call every unit once in a new order, so a unit
+is timed in the state it has inside a network: its weights cold, not hot from a call of itself,
+and its inputs hot, rewritten just before the call (untimed) as the layer before it would have
+written them. Binary convs rotate among binary convs (in a network they run in long runs, one
+after another, so their code path is warm); every other unit rotates among other FP units with
+an untimed binary conv run just before each of its calls (its ``lead``: the head, the adds and
+the tail follow binary convs in a network). Measured on 50 random specs of the default space
+(Intel Xeon, avx512, 64x64): one rotation mixing every kind made 32-channel binary convs 10-15 %
+slower than inside a network.
+
+**Contention** (``contention``). Each rotation chunk is a window: the time this process's
+threads waited for a core, the hypervisor's steal time and the re-timed canary (the reference
+units of ``canary_keys``) over its best figure of the session decide whether the machine was
+busy (``contention.judge``). A busy chunk is re-measured after a pause, up to ``retries``
+times (once ``PERSISTENT`` chunks of a session stayed busy through their retries, the machine
+is taken as busy for good and later chunks are not retried); still busy, it is kept and the
+session flagged ``busy``
+(``on_contention="keep"``) or the measurement refused with ``ContentionError``
+(``on_contention="refuse"``).
+
+**Canary check** (``check``): before a cached table is used, its canary units are timed now;
+a session whose canary figures differ by more than the drift limit from now, while the machine
+is idle now, was measured under other conditions (a busy machine, another clock), and so was a
+session flagged busy while it measured: their entries are dropped, so they are measured again
+when needed, and a calibration they fitted with them.
+
+**Calibration** (``calibrate``): whole reference networks are timed beside the sum of their
+units and a ``calibration.Calibration`` is fitted (see there for the model and why).
+
+**Sessions.** What this measurer measured is one session: its record (``session``, see
+``store``) says when (UTC), under what load (1-minute load average at the start and the end),
+how many unit measurements, whether the machine was busy and the canary figures.
+"""
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+import uuid
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+
+import torch
+
+from evaluators.latency import contention as C
+from evaluators.latency.calibration import Calibration, fit, reference_specs
+from evaluators.latency.context import load_1min, utc_now
+from evaluators.latency.keys import canonical_key, family, key_dict
+from evaluators.latency.probes import make_probe
+from evaluators.latency.timing import (MIN_ROTATION, TimingStats, clock_for, combine_rounds,
+                                       threads as threads_ctx, time_callable, time_rotation)
+
+#: most units timed in one rotation (bounds the memory of their probes and inputs)
+ROTATION_CHUNK = 64
+#: what ``on_contention`` allows
+ON_CONTENTION = ("keep", "refuse")
+#: chunks kept busy after their retries, after which a session stops retrying
+PERSISTENT = 2
+
+
+def filler_keys(input_size) -> Dict[str, List[Dict[str, Any]]]:
+    """Typical units of a small network at this input size, per family (``bconv``: binary
+    convs; ``fp``: everything else). They run untimed: as fillers of a rotation of fewer than
+    ``MIN_ROTATION`` units of their family, and (the ``bconv`` ones) as the lead of each FP unit
+    call (see ``Measurer.measure_entries``)."""
+    _, h, w = input_size
+    conv = {"kind": "bconv", "in": 32, "out": 32, "k": 3, "h": h, "w": w, "threshold": "static",
+            "lm_k": 0, "parts": 1, "bam": 0, "spatial": False, "skip": True, "nonlin": "prelu",
+            "nonlin_at": "after_skip"}
+    return {
+        "bconv": [conv, dict(conv, parts=2), dict(conv, threshold="local_mean", lm_k=3),
+                  dict(conv, nonlin="none", spatial=True), dict(conv, **{"in": 64, "out": 64}),
+                  dict(conv, bam=2), dict(conv, skip=False, nonlin="rprelu"),
+                  dict(conv, **{"in": 64, "out": 64, "parts": 3})],
+        "fp": [{"kind": "head", "head": "conv3", "out": 32, "h": h, "w": w},
+               {"kind": "add", "c": 32, "h": h, "w": w},
+               {"kind": "fp_conv", "in": 32, "out": 3, "k": 3, "h": h, "w": w},
+               {"kind": "output", "h": 2 * h, "w": 2 * w},
+               {"kind": "espcn", "c": 32, "s": 2, "h": h, "w": w},
+               {"kind": "shuffle", "c": 32, "r": 2, "h": h, "w": w},
+               {"kind": "add", "c": 64, "h": h, "w": w}],
+    }
+
+
+def canary_keys(input_size) -> List[str]:
+    """The reference units of a table (canonical keys): a 32- and a 64-channel binary conv and
+    the FP head, at the table's input size."""
+    f = filler_keys(input_size)
+    return [canonical_key(f["bconv"][0]), canonical_key(f["bconv"][4]), canonical_key(f["fp"][0])]
+
+
+class Measurer:
+    """Measures what ``table`` (a ``LatencyTable``) lacks; see the module docstring.
+
+    ``warmup``/``repeats``: untimed and timed passes of the rotation over the units
+    (``repeats`` single-call samples per unit), and untimed calls / single-call samples of a
+    whole network in ``measure``; ``on_contention``: ``keep`` (default) or ``refuse`` a chunk
+    still busy after ``retries`` re-measurements, each after a pause of twice the chunk's time
+    (at least 0.05 s, at most ``pause_s``); ``limits``: of ``contention.judge`` (default
+    ``contention.limits_for(threads)``).
+    """
+
+    def __init__(self, table, warmup: int = 2, repeats: int = 25, on_contention: str = "keep",
+                 retries: int = 2, pause_s: float = 2.0,
+                 limits: Optional[Dict[str, float]] = None):
+        for name, value, least in (("warmup", warmup, 0), ("repeats", repeats, 1),
+                                   ("retries", retries, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"invalid {name} {value!r}; allowed: an integer >= {least}")
+        if on_contention not in ON_CONTENTION:
+            raise ValueError(f"invalid on_contention {on_contention!r}; allowed: {list(ON_CONTENTION)}")
+        self.table = table
+        self.threads = table.threads
+        self.warmup, self.repeats = warmup, repeats
+        self.on_contention, self.retries, self.pause_s = on_contention, retries, float(pause_s)
+        self.limits = dict(C.limits_for(table.threads), **(limits or {}))
+        self._clock = clock_for(table.clock, table.threads)
+        self._fillers: Dict[str, List[Callable[[], Any]]] = {}
+        self._canary: Optional[Dict[str, Dict[str, Callable[[], Any]]]] = None  # family -> probes
+        self.session: Optional[Dict[str, Any]] = None  # this measurer's session, once it measured
+        self.tally = C.Tally()
+        self.network_tally = C.Tally()  # the whole-network timings (``time_networks``)
+
+    # -- probes ----------------------------------------------------------------------------
+    def fillers(self, fam: str) -> List[Callable[[], Any]]:
+        """The untimed filler probes of family ``fam`` (``filler_keys``), built once."""
+        if fam not in self._fillers:
+            self._fillers[fam] = [make_probe(k, self.threads)
+                                  for k in filler_keys(self.table.input_size)[fam]]
+        return self._fillers[fam]
+
+    def _probes(self, keys: Sequence[str], fam: str) -> Dict[str, Callable[[], Any]]:
+        probes = {k: make_probe(key_dict(k), self.threads) for k in keys}
+        if fam == "fp":
+            leads = self.fillers("bconv")
+            for i, probe in enumerate(probes.values()):
+                probe.lead = leads[i % len(leads)]
+        return probes
+
+    def _rotation(self, probes: Dict[str, Callable[[], Any]], samples: int, warmup: int,
+                  seed: int, fam: str) -> Dict[str, TimingStats]:
+        fillers = self.fillers(fam) if len(probes) < MIN_ROTATION else ()
+        return time_rotation(probes, samples=samples, warmup=warmup, clock=self._clock,
+                             fillers=fillers, seed=seed)
+
+    def time_canary(self, samples: int = 9) -> Dict[str, float]:
+        """The canary units (``canary_keys``) timed now, in one rotation: key -> fastest call (ms)."""
+        keys = canary_keys(self.table.input_size)
+        with threads_ctx(self.threads):
+            if self._canary is None:
+                self._canary = {fam: self._probes([k for k in keys if family(k) == fam], fam)
+                                for fam in ("bconv", "fp")}
+            out: Dict[str, float] = {}
+            for fam, probes in self._canary.items():
+                stats = self._rotation(probes, samples, 1, 0, fam)
+                out.update((k, s.min_ms) for k, s in stats.items())
+        return out
+
+    # -- sessions --------------------------------------------------------------------------
+    def _open_session(self) -> Dict[str, Any]:
+        """This measurer's session record; a first measurement (or the first one in a forked
+        process) opens it, with its canary baseline."""
+        if self.session is not None and self.session["pid"] != os.getpid():
+            self.table.sessions().append(self.session)  # a copy made before a fork: the parent's
+            self.session = None
+        if self.session is None:
+            self.tally = C.Tally()
+            self.session = {"id": uuid.uuid4().hex[:16], "started": utc_now(), "finished": None,
+                            "load_1min_start": load_1min(), "load_1min_end": None, "entries": 0,
+                            "host": socket.gethostname(), "pid": os.getpid(), "busy": False,
+                            "canary": self.time_canary(), "contention": None}
+        return self.session
+
+    def _close_window(self, count: int) -> None:
+        s = self.session
+        s.update(finished=utc_now(), load_1min_end=load_1min(), entries=s["entries"] + count,
+                 contention=self.tally.to_dict())
+
+    def _drift(self) -> Optional[float]:
+        """The canary re-timed now over the session's best figures (median ratio); the best
+        figures are updated."""
+        best = self.session["canary"]
+        now = self.time_canary(samples=5)
+        ratio = C.canary_drift(now, best)
+        for k, v in now.items():
+            best[k] = min(best.get(k, v), v)
+        return ratio
+
+    # -- units -----------------------------------------------------------------------------
+    def measure_entries(self, keys: Iterable[str], force: bool = False, progress=None) -> int:
+        """Measure every key the table lacks (all of them with ``force``); return the count.
+        The keys are timed in rotation, ``ROTATION_CHUNK`` at a time and one family at a time
+        (see the module docstring), each chunk judged for contention (re-measured, kept and
+        flagged, or refused). ``progress``: an optional callable called with each key once it
+        is measured. Saves the table when its ``autosave`` is on and something was measured.
+        What is measured is added to this measurer's session record, also when interrupted."""
+        table = self.table
+        todo = [k for k in dict.fromkeys(keys) if force or k not in table]
+        by_family: Dict[str, List[str]] = {"bconv": [], "fp": []}
+        for key in todo:
+            by_family[family(key)].append(key)
+        if not todo:
+            return 0
+        with threads_ctx(self.threads):
+            session = self._open_session()
+            for fam, fam_keys in by_family.items():
+                for start in range(0, len(fam_keys), ROTATION_CHUNK):
+                    chunk = fam_keys[start:start + ROTATION_CHUNK]
+                    stats = self._judged_chunk(chunk, fam, seed=start + len(fam_keys))
+                    for key in chunk:
+                        table.put(key, stats[key], session["id"])
+                        if progress is not None:
+                            progress(key)
+                    self._close_window(len(chunk))
+        if table.autosave:
+            table.save()
+        return len(todo)
+
+    def _judged_chunk(self, chunk: Sequence[str], fam: str, seed: int) -> Dict[str, TimingStats]:
+        # a machine that stayed busy through the retries of PERSISTENT chunks of this session
+        # is busy for good: later chunks are judged and flagged, not retried
+        retries = self.retries if self.tally.kept_busy < PERSISTENT else 0
+        probes = self._probes(chunk, fam)
+        for attempt in range(retries + 1):
+            start = C.snapshot()
+            stats = self._rotation(probes, self.repeats, self.warmup, seed, fam)
+            end = C.snapshot()
+            window = C.window(start, end, drift=self._drift(), threads=self.threads)
+            verdict = C.judge(window, self.limits)
+            self.tally.add(window, verdict)
+            if not verdict.busy:
+                return stats
+            if attempt < retries:
+                self.tally.retries += 1
+                time.sleep(min(self.pause_s, max(0.05, 2 * window.wall_s)))
+        if self.on_contention == "refuse":
+            self._close_window(0)
+            raise C.ContentionError(
+                f"latency table {self.table.path}: the machine stayed busy while measuring "
+                f"({'; '.join(verdict.reasons)}) through {self.retries} retries; measure when "
+                f"it is idle, or pass on_contention='keep' to keep busy figures (flagged)")
+        self.tally.kept_busy += 1
+        self.session["busy"] = True
+        return stats
+
+    # -- the canary check of a cached table ------------------------------------------------
+    def check(self, attempts: int = 3, pause_s: float = 1.0) -> Dict[str, Any]:
+        """Check the table's sessions against its canary timed now (see the module docstring);
+        drop the entries (and the calibration) of the sessions that drifted. The canary is
+        timed up to ``attempts`` times, ``pause_s`` apart, until the machine is idle while it
+        runs. Returns what it found: ``busy_now`` (the machine stayed busy: nothing is judged),
+        ``canary_ms``, ``ratios`` (session id -> stored / now), ``drifted`` (session ids),
+        ``unchecked`` (sessions without canary figures) and ``dropped`` (keys)."""
+        table = self.table
+        for attempt in range(max(1, attempts)):
+            if attempt:
+                time.sleep(pause_s)
+            start = C.snapshot()
+            now = self.time_canary(samples=9)
+            verdict = C.judge(C.window(start, C.snapshot(), threads=self.threads), self.limits)
+            if not verdict.busy:
+                break
+        out: Dict[str, Any] = {"busy_now": verdict.busy, "reasons": list(verdict.reasons),
+                               "canary_ms": now, "ratios": {}, "drifted": [], "unchecked": [],
+                               "dropped": []}
+        if verdict.busy:
+            return out
+        for rec in table.sessions():
+            if not rec.get("canary"):
+                out["unchecked"].append(rec["id"])
+                continue
+            ratio = C.canary_drift(rec["canary"], now)
+            out["ratios"][rec["id"]] = ratio
+            # a session flagged busy while it measured is re-measured on an idle machine even
+            # when its canary agrees: its canary baseline was taken under the same load
+            if C.drifted(ratio, self.limits["drift"]) or rec.get("busy"):
+                out["drifted"].append(rec["id"])
+        if out["drifted"]:
+            gone = set(out["drifted"])
+            keys = [k for k in table.keys() if table.session_of(k) in gone]
+            out["dropped"] = keys
+            table.drop(keys)
+            table.forget_sessions(gone)
+            cal = table.calibration
+            if cal is not None and cal.session in gone:
+                table.calibration = None
+        return out
+
+    # -- whole networks --------------------------------------------------------------------
+    def network_probe(self, spec: Any) -> Callable[[], Any]:
+        """A zero-argument callable running the whole network of ``spec`` once on the packed
+        runtime: ``ops.native.compile(build(spec))`` on a random [0, 1] image of this input size."""
+        import ops.native
+        from space.builder import build
+
+        with threads_ctx(self.threads):
+            compiled = ops.native.compile(build(spec).eval(), threads=self.threads)
+        x = torch.rand(1, *self.table.input_size, generator=torch.Generator().manual_seed(0))
+        return lambda: compiled(x)
+
+    def time_probe(self, probe: Callable[[], Any], warmup: Optional[int] = None,
+                   repeats: Optional[int] = None) -> TimingStats:
+        """Time ``probe`` in single calls with this table's threads and clock:
+        ``warmup`` untimed calls, then ``repeats`` timed ones (the measurer's defaults)."""
+        with threads_ctx(self.threads):
+            return time_callable(probe, warmup=self.warmup if warmup is None else warmup,
+                                 repeats=self.repeats if repeats is None else repeats,
+                                 min_sample_ms=0.0, clock=self._clock)
+
+    def measure_stats(self, spec: Any, warmup: Optional[int] = None,
+                      repeats: Optional[int] = None) -> TimingStats:
+        """Time the whole network of ``spec`` on the packed runtime (batch 1, this input size)."""
+        return self.time_probe(self.network_probe(spec), warmup, repeats)
+
+    def measure(self, spec: Any, warmup: Optional[int] = None, repeats: Optional[int] = None) -> float:
+        """Measured latency (ms) of the whole network of ``spec``: its fastest single call."""
+        return self.measure_stats(spec, warmup, repeats).min_ms
+
+    def time_networks(self, probes: Sequence[Callable[[], Any]], rounds: int = 3,
+                      repeats: int = 10, seed: int = 0) -> List[TimingStats]:
+        """Whole networks (``network_probe``) timed in ``rounds`` rounds, a new order each
+        (``random.Random(seed)``), each time ``repeats`` single calls after one untimed; a
+        timing found busy (``contention.judge``, without the canary) is taken again after a
+        pause, up to ``retries`` times (counted in ``network_tally``; ``kept_busy``: timings
+        still busy after them; once ``PERSISTENT`` of this call's timings were, the machine is
+        taken as busy for good and later ones are not retried). Each network's figure:
+        its fastest call (``combine_rounds``)."""
+        runs: List[List[TimingStats]] = [[] for _ in probes]
+        order = random.Random(seed)
+        kept_before = self.network_tally.kept_busy
+        for _ in range(rounds):
+            idx = list(range(len(probes)))
+            order.shuffle(idx)
+            for i in idx:
+                # busy for good (PERSISTENT timings stayed busy through their retries): no retries
+                retries = self.retries if self.network_tally.kept_busy - kept_before < PERSISTENT else 0
+                for attempt in range(retries + 1):
+                    start = C.snapshot()
+                    stats = self.time_probe(probes[i], warmup=1, repeats=repeats)
+                    window = C.window(start, C.snapshot(), threads=self.threads)
+                    verdict = C.judge(window, self.limits)
+                    self.network_tally.add(window, verdict)
+                    if not verdict.busy:
+                        break
+                    if attempt < retries:
+                        self.network_tally.retries += 1
+                        time.sleep(min(1.0, max(0.05, 2 * window.wall_s)))
+                    else:
+                        self.network_tally.kept_busy += 1
+                runs[i].append(stats)
+        return [combine_rounds(r) for r in runs]
+
+    # -- calibration -----------------------------------------------------------------------
+    def calibrate(self, specs: Optional[Sequence[Any]] = None, rounds: int = 3,
+                  network_repeats: int = 10) -> Calibration:
+        """Fit and set the table's calibration on ``specs`` (default: ``reference_specs``):
+        their units are measured (those the table lacks), then the whole networks are timed
+        (``time_networks``: ``rounds`` rounds of ``network_repeats`` single calls), and
+        ``calibration.fit`` relates their figures to the table's entries. Saves the table when
+        its ``autosave`` is on."""
+        table = self.table
+        specs = list(reference_specs(table.input_size) if specs is None else specs)
+        keys = [k for s in specs for k in table.entries(s)]
+        self.measure_entries(keys)
+        kept_before = self.network_tally.kept_busy
+        measured = [s.min_ms for s in self.time_networks(
+            [self.network_probe(s) for s in specs], rounds, network_repeats)]
+        busy = self.network_tally.kept_busy > kept_before
+        feats = [table.features(s) for s in specs]
+        session = self._open_session()
+        cal = fit(feats, measured, session=session["id"], threads=self.threads, busy=busy)
+        self._close_window(0)
+        table.calibration = cal
+        if table.autosave:
+            table.save()
+        return cal
