@@ -126,7 +126,8 @@ class NativeBinaryConv2d(nn.Module):
             act="none" if plan.nonlinearity == "none" else "prelu",
             act_at=plan.nonlinearity_at, slope=_vec(plan.prelu_weight, n),
             act_shift=_vec(plan.rprelu_shift, n), act_bias=_vec(plan.rprelu_bias, n),
-            repeat=int(plan.skip_repeat) if plan.skip == "fp" else 1)
+            repeat=int(plan.skip_repeat) if plan.skip == "fp" else 1,
+            norm_scale=_vec(plan.norm_scale, n), norm_bias=_vec(plan.norm_bias, n), fma=bool(plan.fma))
 
     def extra_repr(self) -> str:
         p = self.plan
@@ -189,7 +190,8 @@ class NativeBinaryConv2d(nn.Module):
                 post_scale=e["post_scale"], post_bias=e["post_bias"], act=e["act"],
                 act_after_skip=e["act_at"] == "after_skip", slope=e["slope"], act_shift=e["act_shift"],
                 act_bias=e["act_bias"], repeat=e["repeat"], parts=self.plan.parts,
-                bits_offsets=None if nxt is None else nxt.offsets, isa=isa)
+                bits_offsets=None if nxt is None else nxt.offsets, isa=isa,
+                norm_scale=e["norm_scale"], norm_bias=e["norm_bias"], fma=e["fma"])
             self._layers[key] = layer
         return layer
 
