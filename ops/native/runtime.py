@@ -111,6 +111,8 @@ class NativeBinaryConv2d(nn.Module):
         plan = conv.plan()
         self.plan = plan
         self.threads = threads
+        #: compute the rescale maps on NCHW data, as the PyTorch model does (compile(exact=True))
+        self.exact = False
         self.in_ch, self.out_ch = plan.in_ch, plan.out_ch
         self.w_bits = kernels.pack_weights(plan.weight_sign)
         self.offsets = np.ascontiguousarray(plan.threshold_offsets.numpy().astype(np.float32))
@@ -148,7 +150,13 @@ class NativeBinaryConv2d(nn.Module):
         if not (xa.is_contiguous() or xa.is_contiguous(memory_format=torch.channels_last)):
             xa = xa.contiguous()
         tmap = box_mean(xa, plan.local_mean_kernel) if plan.local_mean_kernel is not None else None
-        spatial = plan.spatial(x) if plan.spatial is not None else None
+        # the rescale maps reduce over channels (S) or pixels (G): on channels-last data
+        # PyTorch sums in another order, so with ``exact`` they see the NCHW layout the
+        # PyTorch model gives them (one copy of x per layer that has them)
+        xr = x
+        if self.exact and channels_last and (plan.spatial is not None or plan.channel is not None):
+            xr = x.contiguous()
+        spatial = plan.spatial(xr) if plan.spatial is not None else None
         if spatial is not None and not (spatial.is_contiguous()
                                         or spatial.is_contiguous(memory_format=torch.channels_last)):
             spatial = spatial.contiguous()
@@ -157,7 +165,7 @@ class NativeBinaryConv2d(nn.Module):
         # per-sample post scales (N, out) when the channel rescale is input-dependent
         scales = None
         if plan.channel is not None:
-            scales = (plan.post_scale.view(1, -1) * plan.channel(x)).contiguous()
+            scales = (plan.post_scale.view(1, -1) * plan.channel(xr)).contiguous()
         if kernels._ext is None:  # reference fallback, through the validated wrappers
             bits = kernels.pack_activations(xa, self.offsets, tmap, threads=self.threads)
             if scales is None:
@@ -295,10 +303,16 @@ class NativeImageSkip(nn.Module):
         self.skip = skip
         self.mode, self.scale, self.pre_shuffle = skip.mode, int(skip.scale), bool(skip.pre_shuffle)
         self.threads = threads
+        #: bilinear through F.interpolate (compile(exact=True)): PyTorch's CPU kernel fuses its
+        #: weighted sums into FMAs in a way the native loop does not reproduce at every scale
+        #: (measured: bit-equal at x3 and x4 with fma(t0, w0, t1 * w1), not at x2), and
+        #: PyTorch's result is the same on NCHW and channels-last input
+        self.exact = False
 
     def forward(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         mode = "repeat" if self.pre_shuffle else self.mode
-        if (kernels._ext is None or mode not in ("repeat", "bilinear", "nearest") or o.dim() != 4
+        native_modes = ("repeat", "nearest") if self.exact else ("repeat", "bilinear", "nearest")
+        if (kernels._ext is None or mode not in native_modes or o.dim() != 4
                 or x.dim() != 4 or o.dtype != torch.float32 or x.dtype != torch.float32
                 or o.requires_grad or x.requires_grad):
             return self.skip(o, x)
@@ -310,20 +324,50 @@ class NativeImageSkip(nn.Module):
         return out
 
 
-def convert(model: nn.Module, threads: Optional[int] = None) -> nn.Module:
-    """Deep copy of ``model`` in eval mode with every ``BinaryConv2d`` made native."""
+class TorchLayoutConv2d(nn.Module):
+    """An FP ``nn.Conv2d`` of a compiled network run on the memory layout the PyTorch model
+    gives it (NCHW-contiguous: the model's input is), so that its float results are PyTorch's
+    bit for bit: PyTorch computes a conv on channels-last tensors with another algorithm
+    (oneDNN's NHWC kernels; for 3 input channels NCHW even takes a different library path)
+    whose sums round differently in the last bit, and a last-bit difference in a value that a
+    later binary conv binarizes near its threshold flips that sign. A channels-last input is
+    copied to NCHW, and the result copied back to channels-last (the compiled network's
+    layout): two layout passes per FP conv (``compile(..., exact=False)`` skips them)."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.is_contiguous():
+            return self.conv(x)
+        y = self.conv(x.contiguous())
+        return y.contiguous(memory_format=torch.channels_last)
+
+
+def convert(model: nn.Module, threads: Optional[int] = None, exact: bool = True) -> nn.Module:
+    """Deep copy of ``model`` in eval mode with every ``BinaryConv2d`` made native (and, with
+    ``exact``, every FP ``nn.Conv2d`` run on PyTorch's NCHW layout: ``TorchLayoutConv2d``)."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model: {type(model).__name__} given; allowed: a torch.nn.Module")
     m = copy.deepcopy(model).eval()
     if isinstance(m, BinaryConv2d):
-        return NativeBinaryConv2d(m, threads)
+        native = NativeBinaryConv2d(m, threads)
+        native.exact = exact
+        return native
     pool = BufferPool()
     for name, child in list(m.named_modules()):
+        if isinstance(child, (TorchLayoutConv2d, NativeBinaryConv2d)):
+            continue
         for attr, sub in list(child.named_children()):
             native = _native_module(sub, threads)
+            if native is None and exact and type(sub) is nn.Conv2d:
+                native = TorchLayoutConv2d(sub)
             if native is not None:
                 if isinstance(native, NativeBinaryConv2d):
                     native.pool = pool
+                if isinstance(native, (NativeBinaryConv2d, NativeImageSkip)):
+                    native.exact = exact
                 setattr(child, attr, native)
     return m
 
@@ -365,14 +409,20 @@ class CompiledModel(nn.Module):
 
 
 def compile(model: nn.Module, threads: Optional[int] = None,  # noqa: A001
-            channels_last: bool = True) -> CompiledModel:
+            channels_last: bool = True, exact: bool = True) -> CompiledModel:
     """Packed runtime of ``model`` (any module made of ``ops`` layers and ordinary PyTorch
     layers, e.g. a bare ``nn.Sequential(BinaryConv2d(...))``). ``threads``: kernel threads per
     call (default ``torch.get_num_threads()`` at call time). The model itself is not changed.
-    Makes the process heap steady (``ops.native.heap``) unless ``BSRNAS_STEADY_HEAP=0``."""
+    Makes the process heap steady (``ops.native.heap``) unless ``BSRNAS_STEADY_HEAP=0``.
+    ``exact`` (default): the FP convs run on the layout the PyTorch model gives them
+    (``TorchLayoutConv2d``), so the output equals the PyTorch model's bit for bit (module
+    docstring); ``exact=False`` runs them on channels-last (oneDNN NHWC: no layout copies,
+    last-bit differences that can flip later binarizations)."""
+    if not isinstance(exact, bool):
+        raise ValueError(f"exact: {exact!r} given; allowed: True, False")
     if threads is not None:
         kernels.default_threads(threads)
     if not isinstance(channels_last, bool):
         raise ValueError(f"channels_last: {channels_last!r} given; allowed: True, False")
     steady_heap()  # freed activations are reused, not page-faulted back in (ops/native/heap.py)
-    return CompiledModel(convert(model, threads), channels_last)
+    return CompiledModel(convert(model, threads, exact=exact and channels_last), channels_last)
