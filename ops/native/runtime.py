@@ -149,10 +149,16 @@ class NativeBinaryConv2d(nn.Module):
         xa = plan.pre(x, history) if plan.pre is not None else x
         if not (xa.is_contiguous() or xa.is_contiguous(memory_format=torch.channels_last)):
             xa = xa.contiguous()
-        tmap = box_mean(xa, plan.local_mean_kernel) if plan.local_mean_kernel is not None else None
-        # the rescale maps reduce over channels (S) or pixels (G): on channels-last data
-        # PyTorch sums in another order, so with ``exact`` they see the NCHW layout the
-        # PyTorch model gives them (one copy of x per layer that has them)
+        # the local mean (F.avg_pool2d) and the rescale maps, which reduce over channels (S) or
+        # pixels (G), round differently on channels-last data than on NCHW: with ``exact`` they
+        # see the NCHW layout the PyTorch model gives them (one copy per layer that has them)
+        tmap = None
+        if plan.local_mean_kernel is not None:
+            if self.exact and not xa.is_contiguous():  # back to xa's layout: fast packing
+                tmap = box_mean(xa.contiguous(), plan.local_mean_kernel).contiguous(
+                    memory_format=torch.channels_last)
+            else:
+                tmap = box_mean(xa, plan.local_mean_kernel)
         xr = x
         if self.exact and channels_last and (plan.spatial is not None or plan.channel is not None):
             xr = x.contiguous()
