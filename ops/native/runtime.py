@@ -12,13 +12,20 @@ a ``NativeBinaryConv2d`` that freezes the layer's ``ConvPlan`` (``ops.plan``) an
                                                        PyTorch, (N, out): a per-sample channel
                                                        scale, so the conv runs once per sample
                                                        with post_scale = post_scale * G[n])
-    y   = native conv + fused epilogue: part scales, bias, S, post scale/bias (folded BN, or
-          G after BN), PReLU / leaky ReLU / RPReLU, FP skip (with repeat), float32 out
+    y   = native conv + fused epilogue: part scales, bias, BN (norm step, when a rescale
+          follows), S, post scale/bias (BN, or G after BN), PReLU / leaky ReLU / RPReLU, FP
+          skip (with repeat), float32 out; BN rounded as PyTorch's batch_norm (ops.fma)
 
 so the model's own forward (blocks, BAM history, PixelShuffle, FP head and tail, and for a
 ``space.builder`` network its input normalisation ``(rgb - m) * k``, image-level skip
-``o + up(x)`` and de-normalisation ``o / k + m``, all in PyTorch) drives everything. The binarization decisions and the integer convs are bit-identical to the PyTorch
-model; the float epilogue agrees to float32 rounding (summation order).
+``o + up(x)`` and de-normalisation ``o / k + m``, all in PyTorch) drives everything. With ``exact=True`` (the default) the
+output is the PyTorch model's bit for bit: the epilogue performs the model's float operations
+in its order (BN with PyTorch's own alpha, beta and FMA rounding), and the FP convs, the
+local-mean box filter, the rescale maps and the bilinear image skip run in PyTorch on the
+layout the model gives them (NCHW; ``TorchLayoutConv2d``), because PyTorch rounds these
+differently on channels-last data and a binary network amplifies a last-bit difference that
+lands on a binarization threshold. ``exact=False`` runs them on channels-last (no layout
+copies): within float32 rounding of the model, binarizations may flip.
 
 Activations flow channels-last by default (``channels_last=True``): packing then reads
 contiguous channels and the epilogue writes contiguous channels; the output is returned as
