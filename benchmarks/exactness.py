@@ -1,7 +1,7 @@
 """Per-layer bit-exactness of the compiled packed runtime against the PyTorch model (eval).
 
 ``python -m benchmarks.exactness [--preset e2fif] [--size 96x128] [--scale 2] [--channels 64]
-[--blocks 16] [--threads 1]``: registers forward hooks on every leaf the two models share by
+[--blocks 16] [--threads 1] [--exact 1]``: registers forward hooks on every leaf the two models share by
 name (head conv, each binary conv, tail convs, ...), runs both on one random photo-like image
 and prints, in call order, for each module: bit-exact or the number of differing values and
 the max |difference|; then the fraction of differing uint8 output values (nas.upscale's rule).
@@ -32,8 +32,8 @@ def _hook_all(model, store, names):
     return hs
 
 
-def compare(model, x, threads=None):
-    compiled = native.compile(model, threads=threads)
+def compare(model, x, threads=None, exact=True):
+    compiled = native.compile(model, threads=threads, exact=exact)
     inner = compiled.module
     names = {n for n, _ in model.named_modules()} & {n for n, _ in inner.named_modules()}
     leaf = {n for n in names if not any(o.startswith(n + ".") for o in names)}
@@ -61,6 +61,7 @@ def main(argv=None):
     p.add_argument("--channels", type=int, default=64)
     p.add_argument("--blocks", type=int, default=16)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--exact", type=int, default=1, help="compile(exact=...): 1 (default) or 0")
     p.add_argument("--all", action="store_true", help="print every module, not only the first differing ones")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -69,7 +70,7 @@ def main(argv=None):
     model = perturb(build(spec), seed=1, weight_std=0.1, bn="normal")
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.random((1, 3, h, w), dtype=np.float32))
-    want, out, rows = compare(model, x, a.threads)
+    want, out, rows = compare(model, x, a.threads, bool(a.exact))
     shown = 0
     for name, nd, dmax, n in rows:
         if a.all or (nd and shown < 12):

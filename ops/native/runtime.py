@@ -345,16 +345,28 @@ class TorchLayoutConv2d(nn.Module):
     whose sums round differently in the last bit, and a last-bit difference in a value that a
     later binary conv binarizes near its threshold flips that sign. A channels-last input is
     copied to NCHW, and the result copied back to channels-last (the compiled network's
-    layout): two layout passes per FP conv (``compile(..., exact=False)`` skips them)."""
+    layout): two layout passes per FP conv (``compile(..., exact=False)`` skips them), the
+    channels-last -> NCHW one natively into a pooled buffer (``change_layout``, in the thread
+    pool: PyTorch's own copy in that direction is several times slower)."""
 
-    def __init__(self, conv: nn.Conv2d):
+    def __init__(self, conv: nn.Conv2d, threads: Optional[int] = None):
         super().__init__()
         self.conv = conv
+        self.threads = threads
+        self.pool = BufferPool()  # convert() gives it the network's
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.is_contiguous():
             return self.conv(x)
-        y = self.conv(x.contiguous())
+        if (kernels._ext is not None and x.dtype == torch.float32 and not x.requires_grad
+                and x.is_contiguous(memory_format=torch.channels_last)):
+            shape = tuple(x.shape)
+            xn = self.pool.get(("nchw",) + shape, lambda: torch.empty(shape, dtype=torch.float32))
+            kernels._ext.change_layout(x.numpy(), xn.numpy(), kernels.default_threads(self.threads))
+        else:
+            xn = x.contiguous()
+        y = self.conv(xn)
+        del xn  # free for the pool again
         return y.contiguous(memory_format=torch.channels_last)
 
 
@@ -375,9 +387,9 @@ def convert(model: nn.Module, threads: Optional[int] = None, exact: bool = True)
         for attr, sub in list(child.named_children()):
             native = _native_module(sub, threads)
             if native is None and exact and type(sub) is nn.Conv2d:
-                native = TorchLayoutConv2d(sub)
+                native = TorchLayoutConv2d(sub, threads)
             if native is not None:
-                if isinstance(native, NativeBinaryConv2d):
+                if isinstance(native, (NativeBinaryConv2d, TorchLayoutConv2d)):
                     native.pool = pool
                 if isinstance(native, (NativeBinaryConv2d, NativeImageSkip)):
                     native.exact = exact

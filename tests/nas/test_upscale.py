@@ -164,7 +164,7 @@ def test_tiled_equals_whole_image_and_packed_equals_torch(name, scale):
     r = U.receptive_radius(spec)
     img = _image(47, 39, seed=scale)  # odd sizes: tiles of unequal cores, odd borders
     tile = U.min_tile(r)  # the smallest tile allowed: the most seams
-    packed, reference = native.compile(model), _torch_run(model)
+    packed, reference = native.compile(model, exact=True), _torch_run(model)
     fast = native.compile(model, exact=False)
     floats, tiles = {}, {}
     for label, run in (("packed", packed), ("torch", reference), ("packed exact=False", fast)):
@@ -332,13 +332,18 @@ def test_cli_end_to_end_subprocess(tmp_path, ckpt):
     assert np.asarray(Image.open(out / "g_x3.png")).shape == (129, 93)
     spec, model = load_model(ckpt)
     r = U.receptive_radius(spec)
-    want = U.to_uint8(U.upscale_float(native.compile(model), img, 3, None, r)).transpose(1, 2, 0)
+    want = U.to_uint8(U.upscale_float(native.compile(model, exact=True), img, 3, None, r)).transpose(1, 2, 0)
     np.testing.assert_array_equal(sr, want)  # tiled in another process == whole here
-    # --torch: the PyTorch model, within uint8 rounding of the packed runtime
-    proc = _cli("--model", ckpt, a, "--out", tmp_path / "t", "--torch")
+    # --torch: the PyTorch model on the same tiles, equal to the packed runtime's output
+    proc = _cli("--model", ckpt, a, "--out", tmp_path / "t", "--torch", "--tile", 15, "--threads", 2)
     assert proc.returncode == 0, proc.stderr
     assert "runtime: pytorch" in proc.stdout
-    _assert_close_u8(np.asarray(Image.open(tmp_path / "t" / "a_x3.png")), sr, "--torch vs packed")
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "t" / "a_x3.png")), sr)
+    # --fast: FP convs on channels-last, within uint8 rounding of the exact output
+    proc = _cli("--model", ckpt, a, "--out", tmp_path / "f", "--fast", "--tile", 15)
+    assert proc.returncode == 0, proc.stderr
+    assert ", fast)" in proc.stdout
+    _assert_close_u8(np.asarray(Image.open(tmp_path / "f" / "a_x3.png")), sr, "--fast vs exact")
 
 
 def test_cli_bad_image_and_checkpoint_exit_2_subprocess(tmp_path, ckpt):
@@ -409,7 +414,7 @@ def test_cli_image_wide_statistics_run_whole(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "image-wide statistics" in captured.err and "whole image" in captured.out
     spec, model = load_model(ckpt)
-    want = U.to_uint8(native.compile(model)(
+    want = U.to_uint8(native.compile(model, exact=True)(
         torch.from_numpy(img.transpose(2, 0, 1).copy()).float().div(255)[None])[0])
     np.testing.assert_array_equal(np.asarray(Image.open(out / "good_x2.png")),
                                   want.transpose(1, 2, 0))

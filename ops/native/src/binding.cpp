@@ -613,6 +613,51 @@ void depth_to_space(py::array x, py::array out, int r, int threads) {
     });
 }
 
+// Layout change of a float32 (N, C, H, W) tensor between NCHW-contiguous and channels-last (the
+// two memory orders of the compiled network: TorchLayoutConv2d), in either direction: a copy
+// (same values), cache-blocked (a block of 64 pixels x all channels, at most 64 KB, transposed
+// through L1) in the thread pool; PyTorch's own channels-last -> NCHW copy is several times
+// slower. x and out have the same shape; one of them NCHW-contiguous, the other channels-last.
+void change_layout(py::array x, py::array out, int threads) {
+    check_array<float>(x, "x", 4, false);
+    check_array<float>(out, "out", 4, false);
+    if (!out.writeable()) throw std::invalid_argument("out: array is read-only");
+    const int64_t N = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3), HW = H * W;
+    check_shape(out, "out", {(int)N, (int)C, (int)H, (int)W});
+    // (a dimension of size 1 has no meaningful stride)
+    auto nchw = [&](const py::array& a) {
+        return (W == 1 || es(a, 3) == 1) && (H == 1 || es(a, 2) == W) && (C == 1 || es(a, 1) == HW) &&
+               (N == 1 || es(a, 0) == C * HW);
+    };
+    auto nhwc = [&](const py::array& a) {
+        return (C == 1 || es(a, 1) == 1) && (W == 1 || es(a, 3) == C) && (H == 1 || es(a, 2) == W * C) &&
+               (N == 1 || es(a, 0) == C * HW);
+    };
+    const bool to_nchw = nhwc(x) && nchw(out), to_nhwc = nchw(x) && nhwc(out);
+    if (!to_nchw && !to_nhwc)
+        throw std::invalid_argument("change_layout: one of x, out must be NCHW-contiguous and the other channels-last");
+    const float* xp = (const float*)x.data();
+    float* op = (float*)out.mutable_data();
+    const int64_t PB = 64, CB = 256, nblk = (HW + PB - 1) / PB;
+    parallel_rows(N * nblk, threads, (double)PB * C, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const int64_t n = r / nblk, p0 = (r % nblk) * PB, p1 = std::min(p0 + PB, HW);
+            const float* xn = xp + n * C * HW;
+            float* on = op + n * C * HW;
+            for (int64_t c0 = 0; c0 < C; c0 += CB) {
+                const int64_t c1 = std::min(c0 + CB, C);
+                if (to_nchw) {  // in[p][c] -> out[c][p]: contiguous writes along p
+                    for (int64_t c = c0; c < c1; ++c)
+                        for (int64_t q = p0; q < p1; ++q) on[c * HW + q] = xn[q * C + c];
+                } else {        // in[c][p] -> out[p][c]: contiguous writes along c
+                    for (int64_t q = p0; q < p1; ++q)
+                        for (int64_t c = c0; c < c1; ++c) on[q * C + c] = xn[c * HW + q];
+                }
+            }
+        }
+    });
+}
+
 // Image-level skip on channels-last data: out = o + up(x), up = F.interpolate(x, scale_factor=s,
 // mode) for mode 'bilinear' (align_corners=False) or 'nearest', or for mode 'repeat' (the
 // pre-shuffle nearest skip) o (N, C s^2, H, W) + x.repeat_interleave(s^2, 1). o and out have
@@ -727,6 +772,7 @@ PYBIND11_MODULE(_bsrnas_native, m) {
              py::arg("threads") = 1, py::arg("variant") = 0)
         .def_property_readonly("isa", &Layer::isa)
         .def_property_readonly("planes", &Layer::planes);
+    m.def("change_layout", &change_layout, py::arg("x"), py::arg("out"), py::arg("threads") = 1);
     m.def("depth_to_space", &depth_to_space, py::arg("x"), py::arg("out"), py::arg("r"), py::arg("threads") = 1);
     m.def("image_skip", &image_skip, py::arg("o"), py::arg("x"), py::arg("out"), py::arg("s"), py::arg("mode"),
           py::arg("threads") = 1);
