@@ -18,14 +18,14 @@ a ``NativeBinaryConv2d`` that freezes the layer's ``ConvPlan`` (``ops.plan``) an
 
 so the model's own forward (blocks, BAM history, PixelShuffle, FP head and tail, and for a
 ``space.builder`` network its input normalisation ``(rgb - m) * k``, image-level skip
-``o + up(x)`` and de-normalisation ``o / k + m``, all in PyTorch) drives everything. With ``exact=True`` (the default) the
-output is the PyTorch model's bit for bit: the epilogue performs the model's float operations
-in its order (BN with PyTorch's own alpha, beta and FMA rounding), and the FP convs, the
+``o + up(x)`` and de-normalisation ``o / k + m``, all in PyTorch) drives everything. With
+``exact=True`` the output is the PyTorch model's bit for bit: the epilogue performs the model's float operations
+in its order (BN with PyTorch's own alpha, beta and FMA rounding: always), and the FP convs, the
 local-mean box filter, the rescale maps and the bilinear image skip run in PyTorch on the
 layout the model gives them (NCHW; ``TorchLayoutConv2d``), because PyTorch rounds these
 differently on channels-last data and a binary network amplifies a last-bit difference that
-lands on a binarization threshold. ``exact=False`` runs them on channels-last (no layout
-copies): within float32 rounding of the model, binarizations may flip.
+lands on a binarization threshold. ``exact=False`` (the default) runs them on channels-last
+(no layout copies, faster): within float32 rounding of the model, binarizations may flip.
 
 Activations flow channels-last by default (``channels_last=True``): packing then reads
 contiguous channels and the epilogue writes contiguous channels; the output is returned as
@@ -370,7 +370,7 @@ class TorchLayoutConv2d(nn.Module):
         return y.contiguous(memory_format=torch.channels_last)
 
 
-def convert(model: nn.Module, threads: Optional[int] = None, exact: bool = True) -> nn.Module:
+def convert(model: nn.Module, threads: Optional[int] = None, exact: bool = False) -> nn.Module:
     """Deep copy of ``model`` in eval mode with every ``BinaryConv2d`` made native (and, with
     ``exact``, every FP ``nn.Conv2d`` run on PyTorch's NCHW layout: ``TorchLayoutConv2d``)."""
     if not isinstance(model, nn.Module):
@@ -434,15 +434,17 @@ class CompiledModel(nn.Module):
 
 
 def compile(model: nn.Module, threads: Optional[int] = None,  # noqa: A001
-            channels_last: bool = True, exact: bool = True) -> CompiledModel:
+            channels_last: bool = True, exact: bool = False) -> CompiledModel:
     """Packed runtime of ``model`` (any module made of ``ops`` layers and ordinary PyTorch
     layers, e.g. a bare ``nn.Sequential(BinaryConv2d(...))``). ``threads``: kernel threads per
     call (default ``torch.get_num_threads()`` at call time). The model itself is not changed.
     Makes the process heap steady (``ops.native.heap``) unless ``BSRNAS_STEADY_HEAP=0``.
-    ``exact`` (default): the FP convs run on the layout the PyTorch model gives them
-    (``TorchLayoutConv2d``), so the output equals the PyTorch model's bit for bit (module
-    docstring); ``exact=False`` runs them on channels-last (oneDNN NHWC: no layout copies,
-    last-bit differences that can flip later binarizations)."""
+    ``exact=True``: the FP convs (and the local mean, the rescale maps, the bilinear skip) run
+    on the layout the PyTorch model gives them (``TorchLayoutConv2d``), so the output equals
+    the PyTorch model's bit for bit (module docstring), at the cost of layout copies (e2fif
+    64 x 16 x2: about 8-10 % slower); ``exact=False`` (default, the fast path) runs them on
+    channels-last (oneDNN NHWC: no layout copies, last-bit differences that can flip later
+    binarizations). ``bsrnas upscale`` uses ``exact=True``."""
     if not isinstance(exact, bool):
         raise ValueError(f"exact: {exact!r} given; allowed: True, False")
     if threads is not None:
