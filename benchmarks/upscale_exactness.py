@@ -9,8 +9,9 @@ Three steps, each its own process so that two code trees can be compared in one 
         saved as DIR/model.pt, the image (scikit-image's astronaut, bicubic to the size) as
         DIR/image.npy, and the PyTorch model's uint8 output (``bsrnas upscale --torch``: the
         same tiles) as DIR/torch.npy
-    python -m benchmarks.upscale_exactness measure --out DIR [--exact 1|0] [--reps 2]
+    python -m benchmarks.upscale_exactness measure --out DIR [--exact 1|0] [--reps 2] [--whole 1]
         one compiled run to compare, then ``reps`` timed runs; prints one JSON line
+        (``--whole 1``: also the whole image untiled, compared with the tiled result)
     python -m benchmarks.upscale_exactness compare --out DIR --base TREE [--rounds 3]
         alternates ``measure`` in TREE (another checkout, e.g. the commit before) and here
         (exact=True, exact=False), ``rounds`` times, and prints the medians and their ratios
@@ -112,6 +113,11 @@ def measure(a) -> None:
     r, tile = U.receptive_radius(spec), U.default_tile(spec)
     got = U.to_uint8(U.upscale_float(run, img, spec.scale, tile, r))  # also the first-use tuning
     d = np.abs(got.astype(np.int16) - ref.astype(np.int16))
+    extra = {}
+    if a.whole:  # the same network on the whole image at once: tiles vs whole
+        whole = U.to_uint8(U.upscale_float(run, img, spec.scale, None, r))
+        dw = np.abs(whole.astype(np.int16) - got.astype(np.int16))
+        extra = dict(tiled_vs_whole_differ=int((dw > 0).sum()), tiled_vs_whole_max=int(dw.max()))
     times = []
     for _ in range(a.reps):
         t0 = time.perf_counter()
@@ -120,7 +126,8 @@ def measure(a) -> None:
     print(json.dumps(dict(step="measure", tree=str(Path(native.__file__).parents[2]), exact=kw.get("exact", "n/a"),
                           threads=a.threads, differ_pct=round(100 * float((d > 0).mean()), 4),
                           differ=int((d > 0).sum()), values=int(d.size), max_diff=int(d.max()),
-                          s_per_image=round(min(times), 3), times=[round(t, 3) for t in times])))
+                          s_per_image=round(min(times), 3), times=[round(t, 3) for t in times],
+                          **extra)))
 
 
 def compare(a) -> None:
@@ -163,6 +170,7 @@ def main(argv=None) -> None:
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--base")
+    p.add_argument("--whole", type=int, default=0, help="measure: also run the whole image untiled")
     a = p.parse_args(argv)
     {"prepare": prepare, "measure": measure, "compare": compare}[a.step](a)
 
