@@ -345,9 +345,9 @@ class TorchLayoutConv2d(nn.Module):
     whose sums round differently in the last bit, and a last-bit difference in a value that a
     later binary conv binarizes near its threshold flips that sign. A channels-last input is
     copied to NCHW, and the result copied back to channels-last (the compiled network's
-    layout): two layout passes per FP conv (``compile(..., exact=False)`` skips them), the
-    channels-last -> NCHW one natively into a pooled buffer (``change_layout``, in the thread
-    pool: PyTorch's own copy in that direction is several times slower)."""
+    layout): two layout passes per FP conv (``compile(..., exact=False)`` skips them), both
+    native into pooled buffers (``change_layout``, in the thread pool: PyTorch's own copies
+    are 3-7x slower, and fresh 60 MB buffers page-fault on every call)."""
 
     def __init__(self, conv: nn.Conv2d, threads: Optional[int] = None):
         super().__init__()
@@ -358,16 +358,23 @@ class TorchLayoutConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.is_contiguous():
             return self.conv(x)
-        if (kernels._ext is not None and x.dtype == torch.float32 and not x.requires_grad
-                and x.is_contiguous(memory_format=torch.channels_last)):
-            shape = tuple(x.shape)
-            xn = self.pool.get(("nchw",) + shape, lambda: torch.empty(shape, dtype=torch.float32))
-            kernels._ext.change_layout(x.numpy(), xn.numpy(), kernels.default_threads(self.threads))
-        else:
-            xn = x.contiguous()
+        if (kernels._ext is None or x.dtype != torch.float32 or x.requires_grad
+                or not x.is_contiguous(memory_format=torch.channels_last)):
+            return self.conv(x.contiguous()).contiguous(memory_format=torch.channels_last)
+        threads = kernels.default_threads(self.threads)
+        shape = tuple(x.shape)
+        xn = self.pool.get(("nchw",) + shape, lambda: torch.empty(shape, dtype=torch.float32))
+        kernels._ext.change_layout(x.numpy(), xn.numpy(), threads)
         y = self.conv(xn)
         del xn  # free for the pool again
-        return y.contiguous(memory_format=torch.channels_last)
+        if y.dtype != torch.float32 or y.requires_grad or not y.is_contiguous():
+            return y.contiguous(memory_format=torch.channels_last)
+        oshape = tuple(y.shape)
+        out = self.pool.get(("nhwc",) + oshape, lambda: torch.empty(
+            oshape, dtype=torch.float32, memory_format=torch.channels_last))
+        kernels._ext.change_layout(y.numpy(), out.numpy(), threads)
+        out._bsr_from = self  # a pooled buffer: CompiledModel hands out a copy if it is the result
+        return out
 
 
 def convert(model: nn.Module, threads: Optional[int] = None, exact: bool = False) -> nn.Module:
