@@ -448,8 +448,9 @@ def compile(model: nn.Module, threads: Optional[int] = None,  # noqa: A001
     Makes the process heap steady (``ops.native.heap``) unless ``BSRNAS_STEADY_HEAP=0``.
     ``exact=True``: the FP convs (and the local mean, the rescale maps, the bilinear skip) run
     on the layout the PyTorch model gives them (``TorchLayoutConv2d``), so the output equals
-    the PyTorch model's bit for bit (module docstring), at the cost of layout copies (e2fif
-    64 x 16 x2: about 8-10 % slower); ``exact=False`` (default, the fast path) runs them on
+    the PyTorch model's bit for bit (module docstring), at the cost of PyTorch's slower NCHW
+    convs and layout copies (e2fif 64 x 16 x2, 1024x768: 1.14-1.18x the time, BENCHMARKS.md
+    ``upscale_exactness``); ``exact=False`` (default, the fast path) runs them on
     channels-last (oneDNN NHWC: no layout copies, last-bit differences that can flip later
     binarizations). ``bsrnas upscale`` uses ``exact=True``."""
     if not isinstance(exact, bool):
