@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else work / "run"
     cfg = yaml.safe_load((REPO / "configs/search/quickstart.yaml").read_text())
     cfg["space"] = str(REPO / "configs/space/quickstart.yaml")
-    cfg["evaluator"].update(steps=args.steps, max_val_images=1, threads=1)
+    cfg["evaluator"].update(steps=args.steps, rungs=None, max_val_images=1, threads=1)
     if rungs:
         cfg["evaluator"].update(rungs=rungs, eta=args.eta)
     cfg["ray"].update(cpus_per_trial=1, max_concurrent=2)

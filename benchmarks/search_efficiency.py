@@ -88,8 +88,8 @@ def method_config(method: str, seed: int, data_root: str, rungs: Sequence[int], 
     cfg["engine"]["trials"] = 100000  # the CPU budget stops the search
     cfg["engine"]["sampler"] = "tpe" if method == "mf" else method
     cfg["tensorboard"]["sample_images"] = False
-    if method == "mf":
-        cfg["evaluator"].update(rungs=list(rungs), eta=int(eta))
+    # single fidelity: the quickstart's `steps` (its own rungs are replaced by ours or dropped)
+    cfg["evaluator"].update(rungs=list(rungs) if method == "mf" else None, eta=int(eta))
     return cfg
 
 

@@ -14,6 +14,14 @@ two busy loops, issue 16: a median factor 1.65). Three kinds of signal, each che
 * **stolen by the hypervisor** (``steal``): the ``steal`` column of ``/proc/stat`` over the
   window, as a fraction of the window's wall time times the CPU count: another guest holds the
   physical core this VM's vCPU runs on (invisible to the load average inside the VM).
+* **other processes on the CPUs** (``foreign``): the busy time of all CPUs (``/proc/stat``:
+  everything but idle and iowait) minus this process's own CPU time over the window, as a
+  fraction of the window's wall time times the CPU count. The run-queue wait misses a process
+  that runs on the *other* vCPU: on the 2-vCPU Intel Xeon VM the two vCPUs are SMT siblings of
+  one physical core, so a job there slowed 1-thread units by up to ~12 % while this process
+  never waited (issue 16: a 1-thread run measured beside a 1-thread training predicted +12 %
+  on average). Judged only over windows of at least ``FOREIGN_MIN_S`` (the counters tick at
+  ``SC_CLK_TCK``, 100 Hz).
 * **a reference unit re-timed** (``drift``): a fixed unit (``canary``: a few small units timed
   together) is re-timed between chunks of measurements; its figure divided by its figure at the
   start of the session. Catches what the scheduler does not show: a busy sibling hyperthread, a
@@ -21,7 +29,8 @@ two busy loops, issue 16: a median factor 1.65). Three kinds of signal, each che
 
 ``judge(window, limits)`` is the decision rule, a pure function of these numbers (unit-tested
 with injected values): a window is **busy** when any signal passes its limit (``LIMITS``: wait
-5 % (plus 10 % per thread beyond the first, ``limits_for``), steal 5 %, drift +-8 %); the
+5 % (plus 10 % per thread beyond the first, ``limits_for``), steal 5 %, drift +-8 %,
+foreign 10 %); the
 reasons name each signal that did. The measuring side
 (``measure.Measurer``) opens a window per rotation chunk; a busy chunk is re-measured after a
 pause (``retries``), and a chunk still busy after its retries is kept and flagged (the
@@ -39,7 +48,9 @@ from typing import Dict, List, Mapping, Optional, Tuple
 #: limits of the decision rule (fractions): wait and steal of the window's wall time, drift of
 #: the reference unit from its baseline (either way); ``limits_for`` raises the wait limit with
 #: the thread count
-LIMITS: Dict[str, float] = {"wait": 0.05, "steal": 0.05, "drift": 0.08}
+LIMITS: Dict[str, float] = {"wait": 0.05, "steal": 0.05, "drift": 0.08, "foreign": 0.10}
+#: shortest window over which the foreign-load signal is judged (seconds; 100 Hz counters)
+FOREIGN_MIN_S = 0.5
 #: the wait limit grows by this much per thread beyond the first (see ``limits_for``)
 WAIT_PER_THREAD = 0.10
 
@@ -85,6 +96,34 @@ def run_delay_ns() -> Optional[int]:
     return total if seen else None
 
 
+def _cpu_line() -> Optional[List[int]]:
+    text = _read("/proc/stat")
+    if not text:
+        return None
+    first = text.split("\n", 1)[0].split()
+    if len(first) < 9 or first[0] != "cpu":
+        return None
+    try:
+        return [int(v) for v in first[1:]]
+    except ValueError:
+        return None
+
+
+def _tick_ns() -> int:
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    return 1_000_000_000 // hz
+
+
+def busy_ns() -> Optional[int]:
+    """Busy time of all CPUs (ns; ``/proc/stat``: user, nice, system, irq, softirq, steal; not
+    idle or iowait), or None."""
+    f = _cpu_line()
+    if f is None:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = f[:8]
+    return (user + nice + system + irq + softirq + steal) * _tick_ns()
+
+
 def steal_ns() -> Optional[int]:
     """Hypervisor steal time summed over the CPUs (ns; ``/proc/stat``), or None."""
     text = _read("/proc/stat")
@@ -104,10 +143,13 @@ class Snapshot:
     wall_ns: int
     wait_ns: Optional[int]
     steal_ns: Optional[int]
+    busy_ns: Optional[int] = None  # all CPUs' busy time
+    own_ns: Optional[int] = None  # this process's CPU time
 
 
 def snapshot() -> Snapshot:
-    return Snapshot(time.perf_counter_ns(), run_delay_ns(), steal_ns())
+    return Snapshot(time.perf_counter_ns(), run_delay_ns(), steal_ns(), busy_ns(),
+                    time.process_time_ns())
 
 
 @dataclass(frozen=True)
@@ -119,9 +161,11 @@ class Window:
     wait: Optional[float] = None
     steal: Optional[float] = None
     drift: Optional[float] = None  # ratio: reference now / reference baseline
+    foreign: Optional[float] = None  # other processes' CPU time / (wall x CPUs)
 
     def to_dict(self) -> Dict[str, Optional[float]]:
-        return {"wall_s": self.wall_s, "wait": self.wait, "steal": self.steal, "drift": self.drift}
+        return {"wall_s": self.wall_s, "wait": self.wait, "steal": self.steal, "drift": self.drift,
+                "foreign": self.foreign}
 
 
 def window(start: Snapshot, end: Snapshot, drift: Optional[float] = None,
@@ -134,7 +178,12 @@ def window(start: Snapshot, end: Snapshot, drift: Optional[float] = None,
         max(end.wait_ns - start.wait_ns, 0) / (wall * max(threads, 1))
     steal = None if start.steal_ns is None or end.steal_ns is None else \
         max(end.steal_ns - start.steal_ns, 0) / (wall * cpus)
-    return Window(wall / 1e9, wait, steal, drift)
+    foreign = None
+    if (None not in (start.busy_ns, end.busy_ns, start.own_ns, end.own_ns)
+            and wall >= FOREIGN_MIN_S * 1e9):
+        other = (end.busy_ns - start.busy_ns) - (end.own_ns - start.own_ns)
+        foreign = max(other, 0) / (wall * cpus)
+    return Window(wall / 1e9, wait, steal, drift, foreign)
 
 
 @dataclass(frozen=True)
@@ -152,6 +201,8 @@ def judge(w: Window, limits: Mapping[str, float] = LIMITS) -> Verdict:
         reasons.append(f"hypervisor steal {100 * w.steal:.0f} %")
     if w.drift is not None and abs(w.drift - 1.0) > limits["drift"]:
         reasons.append(f"reference unit {100 * (w.drift - 1):+.0f} % from its baseline")
+    if w.foreign is not None and w.foreign > limits.get("foreign", 1.0):
+        reasons.append(f"other processes used {100 * w.foreign:.0f} % of the CPUs")
     return Verdict(bool(reasons), tuple(reasons))
 
 
@@ -166,6 +217,7 @@ class Tally:
     max_wait: float = 0.0
     max_steal: float = 0.0
     max_drift: float = 0.0  # largest |ratio - 1| of the reference unit
+    max_foreign: float = 0.0
     reasons: List[str] = field(default_factory=list)
 
     def add(self, w: Window, v: Verdict) -> None:
@@ -173,6 +225,7 @@ class Tally:
         self.busy += int(v.busy)
         self.max_wait = max(self.max_wait, w.wait or 0.0)
         self.max_steal = max(self.max_steal, w.steal or 0.0)
+        self.max_foreign = max(self.max_foreign, w.foreign or 0.0)
         if w.drift is not None:
             self.max_drift = max(self.max_drift, abs(w.drift - 1.0))
         for r in v.reasons:
@@ -183,6 +236,7 @@ class Tally:
         return {"windows": self.windows, "busy": self.busy, "retries": self.retries,
                 "kept_busy": self.kept_busy, "max_wait": round(self.max_wait, 4),
                 "max_steal": round(self.max_steal, 4), "max_drift": round(self.max_drift, 4),
+                "max_foreign": round(self.max_foreign, 4),
                 "reasons": list(self.reasons)}
 
 

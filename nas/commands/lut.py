@@ -159,6 +159,8 @@ def contention_line(r) -> "str | None":
         text += (f"; {c['windows']} checks, {c['busy']} busy, {c['retries']} retries; worst "
                  f"wait for a core {100 * c['max_wait']:.1f} %, steal {100 * c['max_steal']:.1f} %, "
                  f"canary drift {100 * c['max_drift']:.1f} %"
+                 + (f", other processes {100 * c['max_foreign']:.1f} % of the CPUs"
+                    if "max_foreign" in c else "")
                  + (f" ({'; '.join(c['reasons'])})" if c.get("reasons") else ""))
     return text
 

@@ -78,6 +78,44 @@ def test_window_from_snapshots():
     assert none.wait is None and none.steal is None
 
 
+def test_other_processes_on_the_cpus_make_a_window_busy():
+    """The foreign signal: all CPUs' busy time minus this process's own, over wall x CPUs."""
+    a = C.Snapshot(wall_ns=0, wait_ns=0, steal_ns=0, busy_ns=10_000_000_000, own_ns=5_000_000_000)
+    # 2 s on 2 CPUs: the CPUs were busy 3.0 s, 1.9 s of it this process's own
+    b = C.Snapshot(wall_ns=2_000_000_000, wait_ns=0, steal_ns=0, busy_ns=13_000_000_000,
+                   own_ns=6_900_000_000)
+    w = C.window(a, b, cpus=2)
+    assert w.foreign == pytest.approx(1.1 / 4.0)
+    assert C.judge(w).reasons == ("other processes used 28 % of the CPUs",)
+    quiet = C.Snapshot(2_000_000_000, 0, 0, 11_850_000_000, 6_900_000_000)
+    assert C.window(a, quiet, cpus=2).foreign == 0.0  # own time above busy (tick rounding)
+    assert not C.judge(C.Window(1.0, foreign=0.09)).busy
+    # too short to judge at 100 Hz ticks, or no counters
+    short = C.Snapshot(100_000_000, 0, 0, 13_000_000_000, 5_000_000_000)
+    assert C.window(a, short, cpus=2).foreign is None
+    assert C.window(C.Snapshot(0, None, None), C.Snapshot(10**10, None, None)).foreign is None
+
+
+def test_a_process_on_the_other_cpu_is_seen_as_foreign_load():
+    """End to end: one busy loop beside a single-threaded measurement. On an SMT pair the run
+    queue shows nothing (this process never waits), the foreign signal does."""
+    if not sys.platform.startswith("linux") or (os.cpu_count() or 1) < 2:
+        pytest.skip("needs /proc/stat and at least 2 CPUs")
+    loop = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        start = C.snapshot()
+        t = time.perf_counter()
+        while time.perf_counter() - t < 1.0:
+            pass
+        w = C.window(start, C.snapshot())
+    finally:
+        loop.kill()
+        loop.wait()
+    # the loop holds one CPU of cpu_count: expect about 1 / cpu_count (well above the limit)
+    assert w.foreign is not None and w.foreign > 0.5 / (os.cpu_count() or 1), w
+
+
 def test_the_counters_read_this_machine():
     snap = C.snapshot()
     assert snap.wall_ns > 0
@@ -203,6 +241,7 @@ def test_a_table_that_holds_is_used_as_it_is(tmp_path, monkeypatch):
                         lambda self, samples=9: dict(now))
     data = json.loads(path.read_text())
     data["measured"][0]["canary"] = {k: 1.04 for k in now}
+    data["measured"][0]["busy"] = False  # as if measured on a quiet machine (this one may not be)
     path.write_text(json.dumps(data))
     table = _table(path)
     assert table.check_result["drifted"] == [] and len(table) == len(first)

@@ -118,7 +118,8 @@ def tiny_quickstart(tmp_path):
     with open(QUICKSTART) as fh:
         data = yaml.safe_load(fh)
     data["space"] = os.path.join(REPO, data["space"])
-    data["evaluator"].update(steps=4, batch=2, patch=16, max_val_images=1, threads=1)
+    # single fidelity at 4 steps (the rungs' own end-to-end tests are in test_rungs.py)
+    data["evaluator"].update(steps=4, rungs=None, batch=2, patch=16, max_val_images=1, threads=1)
     data["latency"].update(input_size=[3, 8, 8], threads=1)
     data["engine"].update(feasibility_samples=4)
     data["tensorboard"]["sample_images"] = False
