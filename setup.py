@@ -4,7 +4,8 @@ The whole extension is compiled for baseline x86-64; the AVX2, AVX-512 and AMX c
 own translation units behind ``#pragma GCC target`` and is chosen at run time
 (``__builtin_cpu_supports``, CPUID and the OS's grant of the AMX tile state), so the package
 builds and runs on CPUs with AVX2 or neither.
-``-ffp-contract=off`` keeps the fused epilogue's float rounding identical on every path.
+``-ffp-contract=off`` keeps the fused epilogue's float rounding identical on every path (its only
+fused multiply-adds are the explicit ones that reproduce PyTorch's BN rounding, ops/fma.py).
 
 The YAML configs of the top-level ``configs/`` folder (one copy, in the checkout) are shipped in
 the built package as ``nas/_configs/`` (``build_py`` below), so an installed ``bsrnas`` finds

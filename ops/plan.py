@@ -10,7 +10,8 @@ padding=k//2)`` (exact integers; zero padding in the sign domain)::
     b_p  = sign(C - threshold_offsets[p])                  p = 0..P-1, sign(0) = +1
     acc  = sum_p part_scale[p] * conv_int(b_p)             (gamma_p * alpha folded)
     y1   = acc + bias
-    y2   = y1 * S(x) * (post_scale * G(x)) + post_bias     (S = 1 when spatial is None,
+    y1'  = y1 * norm_scale + norm_bias                     (only when norm_scale is given)
+    y2   = (y1' * S(x)) * (post_scale * G(x)) + post_bias  (S = 1 when spatial is None,
                                                              G = 1 when channel is None)
     z    = nonlin(y2) + skip(x)      when nonlinearity_at == 'before_skip'
     z    = nonlin(y2 + skip(x))      when nonlinearity_at == 'after_skip'
@@ -22,15 +23,21 @@ padding=k//2)`` (exact integers; zero padding in the sign domain)::
 input-dependent channel and layer factors (``ops.rescale``): a per-sample channel scale, which
 the native runtime passes to the kernel epilogue as ``post_scale`` one sample at a time.
 
-Folding (BN with running statistics ``mu, var``, affine ``w, b``; ``inv = w / sqrt(var + eps)``).
-The rescale acts after BN, ``Y = BN(acc + bias) * S * G``, so with a rescale BN is folded
-*before* the spatial multiply, into the part scales and the bias::
+Every ``a * s + b`` step above (``norm``, ``post``) is rounded as ``fma`` says: once (a fused
+multiply-add) or twice (multiply, then add); every other operation is one float32 operation
+in the order written, the order of the module's own eval-mode forward.
 
-    no rescale:   post_scale = inv,  post_bias = b - mu * inv
-    rescale:      part_scale' = part_scale * inv,  bias' = bias * inv + (b - mu * inv),
-                  post_scale = 1,  post_bias = 0      (without BN: inv = 1, b - mu * inv = 0)
+BN (eval, running statistics) is ``y * alpha + beta`` with PyTorch's own ``alpha``, ``beta`` and
+rounding on this machine (``ops.fma.batch_norm_affine``: ``alpha = (1 / sqrt(var + eps)) * w``,
+``beta`` as PyTorch computes it, ``fma`` when its CPU kernel fuses them), so a plan reproduces
+the module's BN bit for bit instead of to float32 rounding. The rescale acts after BN,
+``Y = BN(acc + bias) * S * G``, in that order of roundings::
 
-(algebraically ``(acc' + bias') * S * G = BN(acc + bias) * S * G``; equal to float32 rounding).
+    no rescale:   post_scale = alpha,  post_bias = beta           (norm_scale = None)
+    rescale:      norm_scale = alpha,  norm_bias = beta,  post_scale = 1,  post_bias = 0
+                  (without BN: norm_scale = None, and fma = False)
+
+(``x * 1 + 0`` and ``fma(x, G, 0)`` are exact, so ``post`` then multiplies by ``G`` alone.)
 
 ``pre`` (BAM), ``spatial`` and ``channel`` are frozen callables that run exactly the module's own
 eval-mode arithmetic, and ``threshold_offsets`` are the very tensors the module computes, so
@@ -46,6 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from ops.activations import LEAKY_SLOPE
+from ops.fma import affine32, batch_norm_affine
 from ops.quantizers import sign
 from ops.rescale import channel_factor, spatial_map
 from ops.thresholds import box_mean
@@ -77,6 +85,10 @@ class ConvPlan:
     rprelu_bias: Optional[torch.Tensor]  # (out,)
     skip: str
     skip_repeat: int
+    norm_scale: Optional[torch.Tensor] = None  # (out,) BN before the rescale, or None
+    norm_bias: Optional[torch.Tensor] = None   # (out,)
+    fma: bool = False  # the norm and post steps are fused multiply-adds (PyTorch's BN here)
+    bn_exact: bool = True  # the BN probe matched PyTorch bit for bit (ops.fma)
 
     @property
     def parts(self) -> int:
@@ -104,16 +116,16 @@ def make_plan(conv) -> ConvPlan:
 
         post_scale = torch.ones(out_ch)
         post_bias = torch.zeros(out_ch)
+        norm_scale = norm_bias = None
+        fused, bn_exact = False, True
         scale = _frozen(scale)
         if conv.norm is not None:
-            bn = conv.norm
-            inv = _frozen(bn.weight) / torch.sqrt(_frozen(bn.running_var) + bn.eps)
-            shift = _frozen(bn.bias) - _frozen(bn.running_mean) * inv
+            bn = batch_norm_affine(conv.norm)  # PyTorch's own alpha, beta and rounding
+            fused, bn_exact = bn.fused, bn.exact
             if conv.rescale.mode == "none":
-                post_scale, post_bias = inv, shift
-            else:  # rescale after BN: fold BN before the spatial / channel multiplies
-                scale = scale * inv.view(1, -1)
-                bias = bias * inv + shift
+                post_scale, post_bias = bn.alpha, bn.beta
+            else:  # rescale after BN: BN first, then the spatial / channel multiplies
+                norm_scale, norm_bias = bn.alpha, bn.beta
 
         spatial = None
         if conv.rescale.has_spatial:
@@ -159,6 +171,10 @@ def make_plan(conv) -> ConvPlan:
         rprelu_bias=rprelu_bias,
         skip=c["skip"],
         skip_repeat=conv.skip_repeat,
+        norm_scale=norm_scale,
+        norm_bias=norm_bias,
+        fma=fused,
+        bn_exact=bn_exact,
     )
 
 
@@ -187,12 +203,14 @@ def run_plan(plan: ConvPlan, x: torch.Tensor, history: Sequence[torch.Tensor] = 
     conv = F.conv2d(b.flatten(0, 1), plan.weight_sign, padding=plan.kernel_size // 2).unflatten(0, (p, n))
     acc = (plan.part_scale[:, None, :, None, None] * conv).sum(0)
     y = acc + plan.bias.view(1, -1, 1, 1)
+    if plan.norm_scale is not None:
+        y = affine32(y, plan.norm_scale.view(1, -1, 1, 1), plan.norm_bias.view(1, -1, 1, 1), plan.fma)
     if plan.spatial is not None:
         y = y * plan.spatial(x)
     scale = plan.post_scale.view(1, -1, 1, 1)
     if plan.channel is not None:
         scale = scale * plan.channel(x)[:, :, None, None]
-    y = y * scale + plan.post_bias.view(1, -1, 1, 1)
+    y = affine32(y, scale, plan.post_bias.view(1, -1, 1, 1), plan.fma)
     if plan.nonlinearity_at == "before_skip":
         y = _nonlin(plan, y)
     if plan.skip == "fp":

@@ -6,8 +6,9 @@
 
 The checkpoint (``bsrnas-checkpoint-2``, read with ``torch.load(weights_only=True)``: no code
 from the file runs) is rebuilt as in ``bsrnas eval --model`` and compiled with
-``ops.native.compile`` (binary convs on the xnor-popcount kernel, the rest in PyTorch), or run
-as the PyTorch model with ``--torch``. Each image goes through in tiles of ``--tile`` LR pixels
+``ops.native.compile(exact=True)`` (binary convs on the xnor-popcount kernel, the rest in
+PyTorch on the layouts the model uses: the output equals the PyTorch model's bit for bit;
+``--fast``: ``exact=False``), or run as the PyTorch model with ``--torch``. Each image goes through in tiles of ``--tile`` LR pixels
 (default: the largest tile whose biggest activation stays within 64 MiB) run with an overlap of
 the network's receptive field on every side, so the result equals running the whole image;
 a network with image-wide statistics (BAM, SCALES channel rescale) runs each image whole
@@ -48,6 +49,12 @@ def add_arguments(p) -> None:
                    help="threads for the kernel and PyTorch (default: torch's default)")
     p.add_argument("--torch", action="store_true",
                    help="run the PyTorch model instead of the packed runtime (for comparison)")
+    p.add_argument("--fast", action="store_true",
+                   help="packed runtime with the FP convs on channels-last data "
+                        "(ops.native.compile(exact=False)): a few percent faster, but the output "
+                        "is the PyTorch model's only to float32 rounding, and a rounding that "
+                        "lands on a binarization threshold flips a sign: some uint8 values "
+                        "differ (default: exact, equal to the PyTorch model's)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
@@ -165,8 +172,8 @@ def run(args) -> int:
     else:
         import ops.native
 
-        sr = ops.native.compile(model, threads=threads)
-        runtime = f"packed ({ops.native.info()['isa']})"
+        sr = ops.native.compile(model, threads=threads, exact=not args.fast)
+        runtime = f"packed ({ops.native.info()['isa']}{', fast' if args.fast else ', exact'})"
     tiles_text = (f"tile {tile} + overlap {margin} (receptive field radius {radius})"
                   if tile is not None else "whole image")
     print(f"model: {args.model}  x{scale}  runtime: {runtime}  threads: "

@@ -66,11 +66,11 @@ def info() -> Dict[str, Any]:
     return out
 
 
-def compile(model, threads=None, channels_last=True):  # noqa: A001 - the name the design asks for
+def compile(model, threads=None, channels_last=True, exact=False):  # noqa: A001 - the name the design asks for
     """Packed runtime of an ``ops``-built model: see ``ops.native.runtime.compile``."""
     from ops.native.runtime import compile as _compile
 
-    return _compile(model, threads=threads, channels_last=channels_last)
+    return _compile(model, threads=threads, channels_last=channels_last, exact=exact)
 
 
 __all__ = ["info", "compile", "pack_activations", "pack_weights", "conv2d", "resolve_isa", "kernel_variants",

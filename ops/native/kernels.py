@@ -179,7 +179,8 @@ def conv2d(x_bits, w_bits, in_ch: int, out_ch: int, *, mode: str = "int", part_s
            act_at: str = "after_skip", slope=None, act_shift=None, act_bias=None,
            residual=None, repeat: int = 1, out_threshold=None, layout: str = "nchw",
            threads: Optional[int] = None, isa: Optional[str] = None, out_bits=None,
-           bits_offsets=None, variant: Optional[int] = None) -> np.ndarray:
+           bits_offsets=None, variant: Optional[int] = None, norm_scale=None, norm_bias=None,
+           fma: bool = False) -> np.ndarray:
     """Binary conv (k in {1, 3}, stride 1, 'same' zero padding in the sign domain) of packed
     activations with packed weights, with the fused epilogue of ``reference.conv2d``.
 
@@ -192,7 +193,9 @@ def conv2d(x_bits, w_bits, in_ch: int, out_ch: int, *, mode: str = "int", part_s
     receives, in the same pass, the next layer's packed bits of the float output: plane q has
     bit o set when ``(z - bits_offsets[q, o]) < 0`` (``bits_offsets``: (Pn, O) float32), i.e.
     exactly ``pack_activations(out, bits_offsets)``. ``variant``: the kernel variant of the
-    path (``kernel_variants(isa)``; None: the tuned choice for this shape, see ``tune``)."""
+    path (``kernel_variants(isa)``; None: the tuned choice for this shape, see ``tune``).
+    ``norm_scale``/``norm_bias``: an affine step after the bias, before ``spatial``; ``fma``:
+    the affine steps as fused multiply-adds (one rounding; refused on a CPU without FMA)."""
     xb = as_numpy(x_bits, "x_bits", np.uint64, 5)
     wb = as_numpy(w_bits, "w_bits", np.uint64, 5)
     for name, v in (("in_ch", in_ch), ("out_ch", out_ch), ("repeat", repeat)):
@@ -224,7 +227,10 @@ def conv2d(x_bits, w_bits, in_ch: int, out_ch: int, *, mode: str = "int", part_s
         part_scale = ps
     vecs = {name: _vector(v, name, out_ch) for name, v in (
         ("bias", bias), ("post_scale", post_scale), ("post_bias", post_bias), ("slope", slope),
-        ("act_shift", act_shift), ("act_bias", act_bias), ("out_threshold", out_threshold))}
+        ("act_shift", act_shift), ("act_bias", act_bias), ("out_threshold", out_threshold),
+        ("norm_scale", norm_scale), ("norm_bias", norm_bias))}
+    if not isinstance(fma, (bool, np.bool_)):
+        raise ValueError(f"fma: {fma!r} given; allowed: True, False")
     sp = None
     if spatial is not None:
         sp = as_numpy(spatial, "spatial", np.float32, 4, contiguous="nchw")
@@ -240,7 +246,8 @@ def conv2d(x_bits, w_bits, in_ch: int, out_ch: int, *, mode: str = "int", part_s
                              f"(out_ch={out_ch} must be a multiple of repeat)")
     resolved = resolve_isa(isa)
     threads = default_threads(threads)
-    kwargs = dict(part_scale=part_scale, spatial=sp, act=act, residual=res, repeat=int(repeat), **vecs)
+    kwargs = dict(part_scale=part_scale, spatial=sp, act=act, residual=res, repeat=int(repeat),
+                  fma=bool(fma), **vecs)
     if out_bits is not None or bits_offsets is not None:
         if mode != "float" or out_bits is None or bits_offsets is None:
             raise ValueError("out_bits/bits_offsets: both required, and only with mode 'float'")

@@ -14,8 +14,10 @@ Formulas (the contract the C++ kernel must reproduce bit for bit):
 
       z = sum_p part_scale[p] * I_p          # left to right, starting from 0
       z = z + bias
+      z = z * norm_scale + norm_bias         # when norm_scale is given
       z = z * spatial                        # (N, 1, H, W) map, when given
       z = z * post_scale + post_bias
+      (each ``* s + b`` one fused multiply-add when ``fma``, else a multiply then an add)
       z = act(z)                             # when act_at == 'before_skip'
       z = z + residual[:, o // repeat]       # when given
       z = act(z)                             # when act_at == 'after_skip'
@@ -30,6 +32,8 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ops.fma import affine32
 
 OC_TILE = 8
 
@@ -108,7 +112,8 @@ def _act(z, act, slope, shift, abias):
 def conv2d(x_bits, w_bits, in_ch: int, out_ch: int, *, mode: str = "int", part_scale=None,
            bias=None, spatial=None, post_scale=None, post_bias=None, act: str = "none",
            act_at: str = "after_skip", slope=None, act_shift=None, act_bias=None, residual=None,
-           repeat: int = 1, out_threshold=None) -> np.ndarray:
+           repeat: int = 1, out_threshold=None, norm_scale=None, norm_bias=None,
+           fma: bool = False) -> np.ndarray:
     """Reference of ``ops.native.conv2d`` (same arguments; int: (P, N, O, H, W) int32,
     float: (N, O, H, W) float32, packed: (N, H, W, ceil(O/64)) uint64)."""
     ints = conv_int(x_bits, w_bits, in_ch, out_ch)
@@ -126,9 +131,11 @@ def conv2d(x_bits, w_bits, in_ch: int, out_ch: int, *, mode: str = "int", part_s
     for i in range(p):
         z = z + scales[i][None, :, None, None] * ints[i].astype(f32)
     z = z + vec(bias, 0.0)
+    if norm_scale is not None or norm_bias is not None:
+        z = affine32(z, vec(norm_scale, 1.0), vec(norm_bias, 0.0), fma)
     if spatial is not None:
         z = z * np.asarray(spatial, f32).reshape(z.shape[0], 1, z.shape[2], z.shape[3])
-    z = z * vec(post_scale, 1.0) + vec(post_bias, 0.0)
+    z = affine32(z, vec(post_scale, 1.0), vec(post_bias, 0.0), fma)
     args = (act, vec(slope, 1.0), vec(act_shift, 0.0), vec(act_bias, 0.0))
     if act_at == "before_skip":
         z = _act(z, *args)

@@ -12,13 +12,20 @@ a ``NativeBinaryConv2d`` that freezes the layer's ``ConvPlan`` (``ops.plan``) an
                                                        PyTorch, (N, out): a per-sample channel
                                                        scale, so the conv runs once per sample
                                                        with post_scale = post_scale * G[n])
-    y   = native conv + fused epilogue: part scales, bias, S, post scale/bias (folded BN, or
-          G after BN), PReLU / leaky ReLU / RPReLU, FP skip (with repeat), float32 out
+    y   = native conv + fused epilogue: part scales, bias, BN (norm step, when a rescale
+          follows), S, post scale/bias (BN, or G after BN), PReLU / leaky ReLU / RPReLU, FP
+          skip (with repeat), float32 out; BN rounded as PyTorch's batch_norm (ops.fma)
 
 so the model's own forward (blocks, BAM history, PixelShuffle, FP head and tail, and for a
 ``space.builder`` network its input normalisation ``(rgb - m) * k``, image-level skip
-``o + up(x)`` and de-normalisation ``o / k + m``, all in PyTorch) drives everything. The binarization decisions and the integer convs are bit-identical to the PyTorch
-model; the float epilogue agrees to float32 rounding (summation order).
+``o + up(x)`` and de-normalisation ``o / k + m``, all in PyTorch) drives everything. With
+``exact=True`` the output is the PyTorch model's bit for bit: the epilogue performs the model's float operations
+in its order (BN with PyTorch's own alpha, beta and FMA rounding: always), and the FP convs, the
+local-mean box filter, the rescale maps and the bilinear image skip run in PyTorch on the
+layout the model gives them (NCHW; ``TorchLayoutConv2d``), because PyTorch rounds these
+differently on channels-last data and a binary network amplifies a last-bit difference that
+lands on a binarization threshold. ``exact=False`` (the default) runs them on channels-last
+(no layout copies, faster): within float32 rounding of the model, binarizations may flip.
 
 Activations flow channels-last by default (``channels_last=True``): packing then reads
 contiguous channels and the epilogue writes contiguous channels; the output is returned as
@@ -111,6 +118,8 @@ class NativeBinaryConv2d(nn.Module):
         plan = conv.plan()
         self.plan = plan
         self.threads = threads
+        #: compute the rescale maps on NCHW data, as the PyTorch model does (compile(exact=True))
+        self.exact = False
         self.in_ch, self.out_ch = plan.in_ch, plan.out_ch
         self.w_bits = kernels.pack_weights(plan.weight_sign)
         self.offsets = np.ascontiguousarray(plan.threshold_offsets.numpy().astype(np.float32))
@@ -126,7 +135,8 @@ class NativeBinaryConv2d(nn.Module):
             act="none" if plan.nonlinearity == "none" else "prelu",
             act_at=plan.nonlinearity_at, slope=_vec(plan.prelu_weight, n),
             act_shift=_vec(plan.rprelu_shift, n), act_bias=_vec(plan.rprelu_bias, n),
-            repeat=int(plan.skip_repeat) if plan.skip == "fp" else 1)
+            repeat=int(plan.skip_repeat) if plan.skip == "fp" else 1,
+            norm_scale=_vec(plan.norm_scale, n), norm_bias=_vec(plan.norm_bias, n), fma=bool(plan.fma))
 
     def extra_repr(self) -> str:
         p = self.plan
@@ -146,8 +156,20 @@ class NativeBinaryConv2d(nn.Module):
         xa = plan.pre(x, history) if plan.pre is not None else x
         if not (xa.is_contiguous() or xa.is_contiguous(memory_format=torch.channels_last)):
             xa = xa.contiguous()
-        tmap = box_mean(xa, plan.local_mean_kernel) if plan.local_mean_kernel is not None else None
-        spatial = plan.spatial(x) if plan.spatial is not None else None
+        # the local mean (F.avg_pool2d) and the rescale maps, which reduce over channels (S) or
+        # pixels (G), round differently on channels-last data than on NCHW: with ``exact`` they
+        # see the NCHW layout the PyTorch model gives them (one copy per layer that has them)
+        tmap = None
+        if plan.local_mean_kernel is not None:
+            if self.exact and not xa.is_contiguous():  # back to xa's layout: fast packing
+                tmap = box_mean(xa.contiguous(), plan.local_mean_kernel).contiguous(
+                    memory_format=torch.channels_last)
+            else:
+                tmap = box_mean(xa, plan.local_mean_kernel)
+        xr = x
+        if self.exact and channels_last and (plan.spatial is not None or plan.channel is not None):
+            xr = x.contiguous()
+        spatial = plan.spatial(xr) if plan.spatial is not None else None
         if spatial is not None and not (spatial.is_contiguous()
                                         or spatial.is_contiguous(memory_format=torch.channels_last)):
             spatial = spatial.contiguous()
@@ -156,7 +178,7 @@ class NativeBinaryConv2d(nn.Module):
         # per-sample post scales (N, out) when the channel rescale is input-dependent
         scales = None
         if plan.channel is not None:
-            scales = (plan.post_scale.view(1, -1) * plan.channel(x)).contiguous()
+            scales = (plan.post_scale.view(1, -1) * plan.channel(xr)).contiguous()
         if kernels._ext is None:  # reference fallback, through the validated wrappers
             bits = kernels.pack_activations(xa, self.offsets, tmap, threads=self.threads)
             if scales is None:
@@ -189,7 +211,8 @@ class NativeBinaryConv2d(nn.Module):
                 post_scale=e["post_scale"], post_bias=e["post_bias"], act=e["act"],
                 act_after_skip=e["act_at"] == "after_skip", slope=e["slope"], act_shift=e["act_shift"],
                 act_bias=e["act_bias"], repeat=e["repeat"], parts=self.plan.parts,
-                bits_offsets=None if nxt is None else nxt.offsets, isa=isa)
+                bits_offsets=None if nxt is None else nxt.offsets, isa=isa,
+                norm_scale=e["norm_scale"], norm_bias=e["norm_bias"], fma=e["fma"])
             self._layers[key] = layer
         return layer
 
@@ -293,10 +316,16 @@ class NativeImageSkip(nn.Module):
         self.skip = skip
         self.mode, self.scale, self.pre_shuffle = skip.mode, int(skip.scale), bool(skip.pre_shuffle)
         self.threads = threads
+        #: bilinear through F.interpolate (compile(exact=True)): PyTorch's CPU kernel fuses its
+        #: weighted sums into FMAs in a way the native loop does not reproduce at every scale
+        #: (measured: bit-equal at x3 and x4 with fma(t0, w0, t1 * w1), not at x2), and
+        #: PyTorch's result is the same on NCHW and channels-last input
+        self.exact = False
 
     def forward(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         mode = "repeat" if self.pre_shuffle else self.mode
-        if (kernels._ext is None or mode not in ("repeat", "bilinear", "nearest") or o.dim() != 4
+        native_modes = ("repeat", "nearest") if self.exact else ("repeat", "bilinear", "nearest")
+        if (kernels._ext is None or mode not in native_modes or o.dim() != 4
                 or x.dim() != 4 or o.dtype != torch.float32 or x.dtype != torch.float32
                 or o.requires_grad or x.requires_grad):
             return self.skip(o, x)
@@ -308,20 +337,69 @@ class NativeImageSkip(nn.Module):
         return out
 
 
-def convert(model: nn.Module, threads: Optional[int] = None) -> nn.Module:
-    """Deep copy of ``model`` in eval mode with every ``BinaryConv2d`` made native."""
+class TorchLayoutConv2d(nn.Module):
+    """An FP ``nn.Conv2d`` of a compiled network run on the memory layout the PyTorch model
+    gives it (NCHW-contiguous: the model's input is), so that its float results are PyTorch's
+    bit for bit: PyTorch computes a conv on channels-last tensors with another algorithm
+    (oneDNN's NHWC kernels; for 3 input channels NCHW even takes a different library path)
+    whose sums round differently in the last bit, and a last-bit difference in a value that a
+    later binary conv binarizes near its threshold flips that sign. A channels-last input is
+    copied to NCHW, and the result copied back to channels-last (the compiled network's
+    layout): two layout passes per FP conv (``compile(..., exact=False)`` skips them), both
+    native into pooled buffers (``change_layout``, in the thread pool: PyTorch's own copies
+    are 3-7x slower, and fresh 60 MB buffers page-fault on every call)."""
+
+    def __init__(self, conv: nn.Conv2d, threads: Optional[int] = None):
+        super().__init__()
+        self.conv = conv
+        self.threads = threads
+        self.pool = BufferPool()  # convert() gives it the network's
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.is_contiguous():
+            return self.conv(x)
+        if (kernels._ext is None or x.dtype != torch.float32 or x.requires_grad
+                or not x.is_contiguous(memory_format=torch.channels_last)):
+            return self.conv(x.contiguous()).contiguous(memory_format=torch.channels_last)
+        threads = kernels.default_threads(self.threads)
+        shape = tuple(x.shape)
+        xn = self.pool.get(("nchw",) + shape, lambda: torch.empty(shape, dtype=torch.float32))
+        kernels._ext.change_layout(x.numpy(), xn.numpy(), threads)
+        y = self.conv(xn)
+        del xn  # free for the pool again
+        if y.dtype != torch.float32 or y.requires_grad or not y.is_contiguous():
+            return y.contiguous(memory_format=torch.channels_last)
+        oshape = tuple(y.shape)
+        out = self.pool.get(("nhwc",) + oshape, lambda: torch.empty(
+            oshape, dtype=torch.float32, memory_format=torch.channels_last))
+        kernels._ext.change_layout(y.numpy(), out.numpy(), threads)
+        out._bsr_from = self  # a pooled buffer: CompiledModel hands out a copy if it is the result
+        return out
+
+
+def convert(model: nn.Module, threads: Optional[int] = None, exact: bool = False) -> nn.Module:
+    """Deep copy of ``model`` in eval mode with every ``BinaryConv2d`` made native (and, with
+    ``exact``, every FP ``nn.Conv2d`` run on PyTorch's NCHW layout: ``TorchLayoutConv2d``)."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model: {type(model).__name__} given; allowed: a torch.nn.Module")
     m = copy.deepcopy(model).eval()
     if isinstance(m, BinaryConv2d):
-        return NativeBinaryConv2d(m, threads)
+        native = NativeBinaryConv2d(m, threads)
+        native.exact = exact
+        return native
     pool = BufferPool()
     for name, child in list(m.named_modules()):
+        if isinstance(child, (TorchLayoutConv2d, NativeBinaryConv2d)):
+            continue
         for attr, sub in list(child.named_children()):
             native = _native_module(sub, threads)
+            if native is None and exact and type(sub) is nn.Conv2d:
+                native = TorchLayoutConv2d(sub, threads)
             if native is not None:
-                if isinstance(native, NativeBinaryConv2d):
+                if isinstance(native, (NativeBinaryConv2d, TorchLayoutConv2d)):
                     native.pool = pool
+                if isinstance(native, (NativeBinaryConv2d, NativeImageSkip)):
+                    native.exact = exact
                 setattr(child, attr, native)
     return m
 
@@ -363,14 +441,23 @@ class CompiledModel(nn.Module):
 
 
 def compile(model: nn.Module, threads: Optional[int] = None,  # noqa: A001
-            channels_last: bool = True) -> CompiledModel:
+            channels_last: bool = True, exact: bool = False) -> CompiledModel:
     """Packed runtime of ``model`` (any module made of ``ops`` layers and ordinary PyTorch
     layers, e.g. a bare ``nn.Sequential(BinaryConv2d(...))``). ``threads``: kernel threads per
     call (default ``torch.get_num_threads()`` at call time). The model itself is not changed.
-    Makes the process heap steady (``ops.native.heap``) unless ``BSRNAS_STEADY_HEAP=0``."""
+    Makes the process heap steady (``ops.native.heap``) unless ``BSRNAS_STEADY_HEAP=0``.
+    ``exact=True``: the FP convs (and the local mean, the rescale maps, the bilinear skip) run
+    on the layout the PyTorch model gives them (``TorchLayoutConv2d``), so the output equals
+    the PyTorch model's bit for bit (module docstring), at the cost of PyTorch's slower NCHW
+    convs and layout copies (e2fif 64 x 16 x2, 1024x768: 1.14-1.18x the time, BENCHMARKS.md
+    ``upscale_exactness``); ``exact=False`` (default, the fast path) runs them on
+    channels-last (oneDNN NHWC: no layout copies, last-bit differences that can flip later
+    binarizations). ``bsrnas upscale`` uses ``exact=True``."""
+    if not isinstance(exact, bool):
+        raise ValueError(f"exact: {exact!r} given; allowed: True, False")
     if threads is not None:
         kernels.default_threads(threads)
     if not isinstance(channels_last, bool):
         raise ValueError(f"channels_last: {channels_last!r} given; allowed: True, False")
     steady_heap()  # freed activations are reused, not page-faulted back in (ops/native/heap.py)
-    return CompiledModel(convert(model, threads), channels_last)
+    return CompiledModel(convert(model, threads, exact=exact and channels_last), channels_last)

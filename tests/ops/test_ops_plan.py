@@ -50,7 +50,8 @@ def _check(choices, out_ch=4, k=3, n_hist=3):
         ref = m(x, hist)
         plan = m.plan()
         got = run_plan(plan, x, hist)
-    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()) + 1e-6)
+    # the plan performs the module's float operations in the module's order: bit for bit
+    assert torch.equal(got, ref), f"{int((got != ref).sum())} values differ, max {float((got - ref).abs().max()):.3g}"
     return m, plan
 
 
@@ -85,14 +86,18 @@ def test_plan_fields():
               plan.post_bias, plan.prelu_weight):
         assert t.dtype == torch.float32 and not t.requires_grad
     assert plan.threshold_offsets.shape == (3, 4) and plan.part_scale.shape == (3, 8)
-    # offsets = beta + tau; rescale after BN: BN folded into part_scale = gamma * alpha * inv and
-    # bias = bias * inv + (b - mu * inv); post_scale 1, post_bias 0; G(x) from plan.channel
+    # offsets = beta + tau; part_scale = gamma * alpha; rescale after BN: BN (PyTorch's alpha,
+    # beta) is the norm step before the rescale; post_scale 1, post_bias 0; G(x) from plan.channel
     torch.testing.assert_close(plan.threshold_offsets, m.threshold.beta.detach()[None] + m.ari.tau.detach())
     alpha = m.weight.detach().abs().mean(dim=(1, 2, 3))
     bn = m.norm
     inv = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-    torch.testing.assert_close(plan.part_scale, m.ari.gamma.detach() * alpha[None] * inv[None])
-    torch.testing.assert_close(plan.bias, bn.bias.detach() - bn.running_mean * inv)
+    torch.testing.assert_close(plan.part_scale, m.ari.gamma.detach() * alpha[None])
+    assert torch.equal(plan.bias, torch.zeros(8))
+    torch.testing.assert_close(plan.norm_scale, inv)
+    torch.testing.assert_close(plan.norm_bias, bn.bias.detach() - bn.running_mean * inv)
+    assert torch.equal(plan.norm_scale, (1 / torch.sqrt(bn.running_var + bn.eps)) * bn.weight.detach())
+    assert plan.bn_exact and isinstance(plan.fma, bool)
     assert torch.equal(plan.post_scale, torch.ones(8)) and torch.equal(plan.post_bias, torch.zeros(8))
     x = torch.randn(2, 4, 5, 5)
     torch.testing.assert_close(plan.channel(x), m.rescale.channel(x).detach())

@@ -247,14 +247,23 @@ py::array pack_weights(const py::object& wo) {
     return out;
 }
 
+// fma=True runs the epilogue's affine steps as fused multiply-adds: refused where the CPU has
+// no FMA unit (the vector paths would fault on vfmadd).
+static void check_fma(bool fma) {
+    if (fma && !__builtin_cpu_supports("fma"))
+        throw std::invalid_argument("fma: True given, but this CPU has no FMA instructions; allowed: False");
+}
+
 void conv(const py::object& xo, const py::object& wo, int in_ch, int out_ch, const py::object& outo,
           const std::string& mode, const py::object& part_scale, const py::object& bias,
           const py::object& spatial, const py::object& post_scale, const py::object& post_bias,
           const std::string& act, bool act_after_skip, const py::object& slope,
           const py::object& act_shift, const py::object& act_bias, const py::object& residual,
           int repeat, const py::object& out_threshold, int threads, const std::string& isa_name,
-          const py::object& out_bits, const py::object& bits_offsets, int variant) {
+          const py::object& out_bits, const py::object& bits_offsets, int variant,
+          const py::object& norm_scale, const py::object& norm_bias, bool fma) {
     const std::string isa = resolve_isa(isa_name);
+    check_fma(fma);
     py::array x = as_array(xo, "x_bits"), w = as_array(wo, "w_bits"), out = as_array(outo, "out");
     check_array<uint64_t>(x, "x_bits", 5, true);
     check_array<uint64_t>(w, "w_bits", 5, true);
@@ -309,6 +318,13 @@ void conv(const py::object& xo, const py::object& wo, int in_ch, int out_ch, con
     std::vector<float> thr = channel_vector(out_threshold, "out_threshold", out_ch, padded, 0.f);
     a.part_scale = ps.data(); a.bias = b.data(); a.post_scale = pos.data(); a.post_bias = pob.data();
     a.slope = sl.data(); a.act_shift = sh.data(); a.act_bias = ab.data(); a.out_threshold = thr.data();
+    std::vector<float> ns, nb;
+    if (!norm_scale.is_none() || !norm_bias.is_none()) {
+        ns = channel_vector(norm_scale, "norm_scale", out_ch, padded, 1.f);
+        nb = channel_vector(norm_bias, "norm_bias", out_ch, padded, 0.f);
+        a.norm_scale = ns.data(); a.norm_bias = nb.data();
+    }
+    a.fma = fma ? 1 : 0;
     if (act == "none") a.act = 0;
     else if (act == "prelu") a.act = 1;
     else throw std::invalid_argument("act: '" + act + "' given; allowed: none, prelu");
@@ -435,8 +451,10 @@ class Layer {
           const py::object& post_scale, const py::object& post_bias, const std::string& act,
           bool act_after_skip, const py::object& slope, const py::object& act_shift,
           const py::object& act_bias, int repeat, int parts, const py::object& bits_offsets,
-          const std::string& isa_name)
+          const std::string& isa_name, const py::object& norm_scale, const py::object& norm_bias,
+          bool fma)
         : isa_(resolve_isa(isa_name)) {
+        check_fma(fma);
         py::array w = as_array(wo, "w_bits");
         check_array<uint64_t>(w, "w_bits", 5, true);
         if (in_ch < 1 || out_ch < 1 || parts < 1 || repeat < 1 || out_ch % repeat)
@@ -464,6 +482,12 @@ class Layer {
         ab_ = channel_vector(act_bias, "act_bias", out_ch, padded, 0.f);
         a_.part_scale = ps_.data(); a_.bias = b_.data(); a_.post_scale = pos_.data(); a_.post_bias = pob_.data();
         a_.slope = sl_.data(); a_.act_shift = sh_.data(); a_.act_bias = ab_.data();
+        if (!norm_scale.is_none() || !norm_bias.is_none()) {
+            ns_ = channel_vector(norm_scale, "norm_scale", out_ch, padded, 1.f);
+            nb_ = channel_vector(norm_bias, "norm_bias", out_ch, padded, 0.f);
+            a_.norm_scale = ns_.data(); a_.norm_bias = nb_.data();
+        }
+        a_.fma = fma ? 1 : 0;
         if (act == "none") a_.act = 0;
         else if (act == "prelu") a_.act = 1;
         else throw std::invalid_argument("act: '" + act + "' given; allowed: none, prelu");
@@ -548,7 +572,7 @@ class Layer {
     bsr::ConvArgs a_{};
     std::vector<uint64_t> w_;
     std::vector<int8_t> wamx_;
-    std::vector<float> ps_, b_, pos_, pob_, sl_, sh_, ab_, boff_;
+    std::vector<float> ps_, b_, pos_, pob_, sl_, sh_, ab_, boff_, ns_, nb_;
     int pn_ = 0, nvar_ = 1;
 };
 
@@ -583,6 +607,51 @@ void depth_to_space(py::array x, py::array out, int r, int threads) {
                     float* o = orow + (int64_t)(x0 * r + j) * ox;
                     const float* s = ip + j;
                     for (int c = 0; c < C; ++c) o[c] = s[(int64_t)c * rr];
+                }
+            }
+        }
+    });
+}
+
+// Layout change of a float32 (N, C, H, W) tensor between NCHW-contiguous and channels-last (the
+// two memory orders of the compiled network: TorchLayoutConv2d), in either direction: a copy
+// (same values), cache-blocked (a block of 64 pixels x all channels, at most 64 KB, transposed
+// through L1) in the thread pool; PyTorch's own channels-last -> NCHW copy is several times
+// slower. x and out have the same shape; one of them NCHW-contiguous, the other channels-last.
+void change_layout(py::array x, py::array out, int threads) {
+    check_array<float>(x, "x", 4, false);
+    check_array<float>(out, "out", 4, false);
+    if (!out.writeable()) throw std::invalid_argument("out: array is read-only");
+    const int64_t N = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3), HW = H * W;
+    check_shape(out, "out", {(int)N, (int)C, (int)H, (int)W});
+    // (a dimension of size 1 has no meaningful stride)
+    auto nchw = [&](const py::array& a) {
+        return (W == 1 || es(a, 3) == 1) && (H == 1 || es(a, 2) == W) && (C == 1 || es(a, 1) == HW) &&
+               (N == 1 || es(a, 0) == C * HW);
+    };
+    auto nhwc = [&](const py::array& a) {
+        return (C == 1 || es(a, 1) == 1) && (W == 1 || es(a, 3) == C) && (H == 1 || es(a, 2) == W * C) &&
+               (N == 1 || es(a, 0) == C * HW);
+    };
+    const bool to_nchw = nhwc(x) && nchw(out), to_nhwc = nchw(x) && nhwc(out);
+    if (!to_nchw && !to_nhwc)
+        throw std::invalid_argument("change_layout: one of x, out must be NCHW-contiguous and the other channels-last");
+    const float* xp = (const float*)x.data();
+    float* op = (float*)out.mutable_data();
+    const int64_t PB = 64, CB = 256, nblk = (HW + PB - 1) / PB;
+    parallel_rows(N * nblk, threads, (double)PB * C, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const int64_t n = r / nblk, p0 = (r % nblk) * PB, p1 = std::min(p0 + PB, HW);
+            const float* xn = xp + n * C * HW;
+            float* on = op + n * C * HW;
+            for (int64_t c0 = 0; c0 < C; c0 += CB) {
+                const int64_t c1 = std::min(c0 + CB, C);
+                if (to_nchw) {  // in[p][c] -> out[c][p]: contiguous writes along p
+                    for (int64_t c = c0; c < c1; ++c)
+                        for (int64_t q = p0; q < p1; ++q) on[c * HW + q] = xn[q * C + c];
+                } else {        // in[c][p] -> out[p][c]: contiguous writes along c
+                    for (int64_t q = p0; q < p1; ++q)
+                        for (int64_t c = c0; c < c1; ++c) on[q * C + c] = xn[c * HW + q];
                 }
             }
         }
@@ -685,21 +754,25 @@ PYBIND11_MODULE(_bsrnas_native, m) {
           py::arg("slope") = py::none(), py::arg("act_shift") = py::none(), py::arg("act_bias") = py::none(),
           py::arg("residual") = py::none(), py::arg("repeat") = 1, py::arg("out_threshold") = py::none(),
           py::arg("threads") = 1, py::arg("isa") = "auto", py::arg("out_bits") = py::none(),
-          py::arg("bits_offsets") = py::none(), py::arg("variant") = -1);
+          py::arg("bits_offsets") = py::none(), py::arg("variant") = -1,
+          py::arg("norm_scale") = py::none(), py::arg("norm_bias") = py::none(), py::arg("fma") = false);
     py::class_<Layer>(m, "Layer")
         .def(py::init<const py::object&, int, int, const py::object&, const py::object&, const py::object&,
                       const py::object&, const std::string&, bool, const py::object&, const py::object&,
-                      const py::object&, int, int, const py::object&, const std::string&>(),
+                      const py::object&, int, int, const py::object&, const std::string&,
+                      const py::object&, const py::object&, bool>(),
              py::arg("w_bits"), py::arg("in_ch"), py::arg("out_ch"), py::arg("part_scale") = py::none(),
              py::arg("bias") = py::none(), py::arg("post_scale") = py::none(), py::arg("post_bias") = py::none(),
              py::arg("act") = "none", py::arg("act_after_skip") = true, py::arg("slope") = py::none(),
              py::arg("act_shift") = py::none(), py::arg("act_bias") = py::none(), py::arg("repeat") = 1,
-             py::arg("parts") = 1, py::arg("bits_offsets") = py::none(), py::arg("isa") = "auto")
+             py::arg("parts") = 1, py::arg("bits_offsets") = py::none(), py::arg("isa") = "auto",
+             py::arg("norm_scale") = py::none(), py::arg("norm_bias") = py::none(), py::arg("fma") = false)
         .def("run", &Layer::run, py::arg("x_bits"), py::arg("out"), py::arg("residual") = py::none(),
              py::arg("spatial") = py::none(), py::arg("post_scale") = py::none(), py::arg("out_bits") = py::none(),
              py::arg("threads") = 1, py::arg("variant") = 0)
         .def_property_readonly("isa", &Layer::isa)
         .def_property_readonly("planes", &Layer::planes);
+    m.def("change_layout", &change_layout, py::arg("x"), py::arg("out"), py::arg("threads") = 1);
     m.def("depth_to_space", &depth_to_space, py::arg("x"), py::arg("out"), py::arg("r"), py::arg("threads") = 1);
     m.def("image_skip", &image_skip, py::arg("o"), py::arg("x"), py::arg("out"), py::arg("s"), py::arg("mode"),
           py::arg("threads") = 1);

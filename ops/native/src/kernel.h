@@ -41,6 +41,12 @@ struct ConvArgs {
     int64_t pn, py, px;
     const float* post_scale;  // (Ot*8)
     const float* post_bias;   // (Ot*8)
+    // optional (nullptr: none) affine step before the spatial multiply, z = z * norm_scale +
+    // norm_bias (a BN followed by an input-dependent rescale, as PyTorch orders them)
+    const float* norm_scale;  // (Ot*8)
+    const float* norm_bias;   // (Ot*8)
+    int fma;                  // 1: the affine steps are fused multiply-adds (one rounding), as
+                              // PyTorch's CPU batch_norm does where its kernels use FMA
     int act;                  // 0 none, 1 prelu-family: t = z - shift; t<0 ? t*slope : t; + abias
     int act_after_skip;       // 1: activation after the residual add, 0: before
     const float* slope;       // (Ot*8)

@@ -23,7 +23,7 @@
 #include <unistd.h>
 #endif
 
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vpopcntdq,avx2,popcnt,amx-tile,amx-int8")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vpopcntdq,avx2,fma,popcnt,amx-tile,amx-int8")
 #define BSR_HAVE_AVX512 1  // for kernel_body.inc (g++ sets no __AVX*__ macro for the pragma)
 
 namespace bsr {

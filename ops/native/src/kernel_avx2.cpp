@@ -9,7 +9,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-#pragma GCC target("avx2,popcnt")
+#pragma GCC target("avx2,fma,popcnt")
 #define BSR_HAVE_AVX2 1  // for kernel_body.inc (g++ sets no __AVX*__ macro for the pragma)
 
 namespace bsr {

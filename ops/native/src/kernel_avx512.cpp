@@ -6,7 +6,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vpopcntdq,avx2,popcnt")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vpopcntdq,avx2,fma,popcnt")
 #define BSR_HAVE_AVX512 1  // for kernel_body.inc (g++ sets no __AVX*__ macro for the pragma)
 
 namespace bsr {
