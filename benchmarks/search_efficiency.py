@@ -37,7 +37,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import random
 import signal
 import subprocess
@@ -49,22 +48,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from ops.native.tune import cpu_model
+
 from benchmarks.report import write_section
 
 SECTION = "search_efficiency"
 REPO = Path(__file__).resolve().parents[1]
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 METHODS = ("random", "tpe", "nsga2", "mf")
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def proc_cpu_seconds(pid: int) -> float:

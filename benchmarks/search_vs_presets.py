@@ -69,7 +69,6 @@ import ctypes
 import json
 import math
 import os
-import platform
 import random
 import signal
 import subprocess
@@ -79,6 +78,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
+
+from ops.native.tune import cpu_model
 
 SECTION = "search_vs_presets"
 REPO = Path(__file__).resolve().parents[1]
@@ -99,16 +100,6 @@ class InputError(ValueError):
 
 class Stop(Exception):
     """SIGTERM / SIGHUP received: stop the children and leave the study resumable."""
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def log(msg: str) -> None:

@@ -28,7 +28,6 @@ import datetime
 import functools
 import hashlib
 import os
-import platform
 import re
 import socket
 from pathlib import Path
@@ -36,19 +35,9 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
+from ops.native.tune import cpu_model  # noqa: F401 (one reader of the CPU's name; part of this module's API)
+
 CONTEXT_FIELDS = ("cpu", "isa", "native", "threads", "torch", "input_size", "clock", "heap")
-
-
-def cpu_model() -> str:
-    """The CPU model name (``/proc/cpuinfo`` 'model name', else ``platform.processor()``)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip() or "unknown-cpu"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown-cpu"
 
 
 def native_isa() -> str:

@@ -65,25 +65,6 @@ SESSION_EXTRA = ("busy", "canary", "contention")
 LEGACY_SESSION = "legacy"
 
 
-def parse_input_size(text: Any, field: str = "input") -> Tuple[int, int, int]:
-    """``'3x64x64'`` (or a 3-sequence) -> ``(3, 64, 64)``; anything else raises naming ``field``."""
-    expected = "CxHxW with three positive integers and C = 3, e.g. 3x128x128"
-    if isinstance(text, str):
-        parts = text.lower().split("x")
-        try:
-            dims = tuple(int(p) for p in parts)
-        except ValueError:
-            raise ValueError(f"invalid {field} {text!r}; expected {expected}") from None
-    elif isinstance(text, (tuple, list)):
-        dims = tuple(text)
-    else:
-        raise ValueError(f"invalid {field} {text!r}; expected {expected}")
-    if (len(dims) != 3 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims)
-            or dims[0] != 3):
-        raise ValueError(f"invalid {field} {text!r}; expected {expected}")
-    return dims  # type: ignore[return-value]
-
-
 def cache_dir() -> Path:
     """``$BSRNAS_CACHE/latency`` if set, else ``$XDG_CACHE_HOME/bsrnas/latency``, else
     ``~/.cache/bsrnas/latency``."""
