@@ -149,9 +149,14 @@ def target_layer(threads_list: Sequence[int], paths: Sequence[str], n_rounds: in
         for p in paths:
             v = kernels.tuned_variant(p, c, c, k, 1, hw, hw, th)
             # the production conv: the frozen layer the compiled network runs (weights prepared
-            # once), float epilogue with the folded BN scale and bias, channels-last output
-            layer = ext.Layer(w_bits, c, c, post_scale=scale, post_bias=bias, isa=p)
+            # once), float epilogue with the folded BN scale and bias as compile() folds it (one
+            # FMA per value), channels-last output; on the automatic path also the unfolded
+            # epilogue that compile(exact=True) runs (PyTorch's order of the float operations)
+            layer = ext.Layer(w_bits, c, c, post_scale=scale, post_bias=bias, isa=p, fold=True)
             fns = {p: (lambda layer=layer, v=v: layer.run(bits, out, None, None, None, None, th, v))}
+            if p == paths[0]:
+                unfolded = ext.Layer(w_bits, c, c, post_scale=scale, post_bias=bias, isa=p)
+                fns["exact"] = lambda: unfolded.run(bits, out, None, None, None, None, th, v)
             if naive_isa:  # alternating with this path only: the pair sees the same load
                 fns["naive"] = lambda: ext.naive_conv(xp, wn, naive_out, th, naive_isa)
             slow = p in ("popcnt", "scalar")
@@ -165,6 +170,13 @@ def target_layer(threads_list: Sequence[int], paths: Sequence[str], n_rounds: in
                              frac_popcnt=gm / peaks["avx512"] if "avx512" in peaks else float("nan"),
                              naive=naive, naive_min=naive_min, vs_naive=naive / t[p],
                              vs_naive_min=naive_min / t[p + "_min"], variant=ext.conv_variants(p)[v]))
+            if "exact" in t:
+                gx = macs / (t["exact"] * 1e-3) / 1e9
+                rows.append(dict(path=f"{p}, exact=True epilogue", threads=th, ms=t["exact"],
+                                 ms_min=t["exact_min"], gmacs=gx, peak=peaks[p], frac=gx / peaks[p],
+                                 frac_popcnt=gx / peaks["avx512"] if "avx512" in peaks else float("nan"),
+                                 naive=naive, naive_min=naive_min, vs_naive=naive / t["exact"],
+                                 vs_naive_min=naive_min / t["exact_min"], variant=ext.conv_variants(p)[v]))
         if naive_isa:
             gm = macs / (naive_ms[0] * 1e-3) / 1e9
             rows.append(dict(path=f"naive loop ({naive_isa})", threads=th, ms=naive_ms[0],
@@ -173,7 +185,7 @@ def target_layer(threads_list: Sequence[int], paths: Sequence[str], n_rounds: in
                              naive=naive_ms[0], naive_min=naive_ms[1], vs_naive=1.0, vs_naive_min=1.0,
                              variant="-"))
         for p in [q for q in paths if q in ("amx", "avx512")][:2]:
-            layer = ext.Layer(w_bits, c, c, post_scale=scale, post_bias=bias, isa=p)
+            layer = ext.Layer(w_bits, c, c, post_scale=scale, post_bias=bias, isa=p, fold=True)
             vfns = {f"{p}:{v}": (lambda v=v: layer.run(bits, out, None, None, None, None, th, v))
                     for v in range(len(ext.conv_variants(p)))}
             tv = rounds(vfns, n=max(5, n_rounds // 2))
@@ -195,7 +207,7 @@ def layer_rows(chans: Sequence[int], hw: int, threads: int, isa: str) -> List[Di
             bits = native.pack_activations(x_cl, threads=threads, isa=isa)
             w_bits = native.pack_weights(w)
             scale, bias = torch.rand(c).numpy() + 0.5, torch.randn(c).numpy()
-            layer = kernels._ext.Layer(w_bits, c, c, post_scale=scale, post_bias=bias, isa=isa)
+            layer = kernels._ext.Layer(w_bits, c, c, post_scale=scale, post_bias=bias, isa=isa, fold=True)
             out = np.empty((1, hw, hw, c), np.float32).transpose(0, 3, 1, 2)
             with torch.no_grad():
                 t = rounds({
@@ -302,6 +314,9 @@ def summary_text(rows: Sequence[Dict], auto: str, nets: Sequence[Dict], cpu: str
                          f"{r['vs_naive']:.2f}x the speed of the naive loop ({r['naive']:.3f} ms; "
                          f"fastest runs {r['ms_min']:.3f} vs {r.get('naive_min', float('nan')):.3f} ms: "
                          f"{r.get('vs_naive_min', float('nan')):.2f}x)")
+        elif r["path"] == f"{auto}, exact=True epilogue" and parts:
+            parts[-1] += (f", with the unfolded epilogue of `compile(exact=True)` {r['ms']:.3f} ms "
+                          f"({r['vs_naive']:.2f}x)")
     text = f"On this {cpu}, the 64 -> 64 3x3 conv on 128x128 from packed bits with the float epilogue " \
            f"(automatic path `{auto}`): " + "; ".join(parts) + "."
     e2 = next((n for n in nets if n["name"] == "e2fif"), None)

@@ -40,7 +40,8 @@ class Layer:
                  act_shift: Optional[np.ndarray] = None, act_bias: Optional[np.ndarray] = None,
                  repeat: int = 1, parts: int = 1, bits_offsets: Optional[np.ndarray] = None,
                  isa: str = "auto", norm_scale: Optional[np.ndarray] = None,
-                 norm_bias: Optional[np.ndarray] = None, fma: bool = False) -> None: ...
+                 norm_bias: Optional[np.ndarray] = None, fma: bool = False,
+                 fold: bool = False) -> None: ...
     def run(self, x_bits: np.ndarray, out: np.ndarray, residual: Optional[np.ndarray] = None,
             spatial: Optional[np.ndarray] = None, post_scale: Optional[np.ndarray] = None,
             out_bits: Optional[np.ndarray] = None, threads: int = 1, variant: int = 0) -> None: ...

@@ -212,7 +212,8 @@ class NativeBinaryConv2d(nn.Module):
                 act_after_skip=e["act_at"] == "after_skip", slope=e["slope"], act_shift=e["act_shift"],
                 act_bias=e["act_bias"], repeat=e["repeat"], parts=self.plan.parts,
                 bits_offsets=None if nxt is None else nxt.offsets, isa=isa,
-                norm_scale=e["norm_scale"], norm_bias=e["norm_bias"], fma=e["fma"])
+                norm_scale=e["norm_scale"], norm_bias=e["norm_bias"], fma=e["fma"],
+                fold=not self.exact)
             self._layers[key] = layer
         return layer
 

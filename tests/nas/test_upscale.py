@@ -174,13 +174,9 @@ def test_tiled_equals_whole_image_and_packed_equals_torch(name, scale):
         assert len(U.plan_tiles(47, 39, tile, r)) > 4
         torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-5)
         _assert_close_u8(U.to_uint8(tiled), U.to_uint8(whole), f"{label} tiled vs whole")
-        if label == "packed exact=False" and spec.image_skip == "none":
-            # measured bit-exact (README): channels-last convs, no F.interpolate. PyTorch's
-            # NCHW convs (which exact=True runs, as the model does) are not: last-bit
-            # differences with the input size.
-            assert torch.equal(tiled, whole), (
-                f"{label}: tiles differ from the whole image by "
-                f"{(tiled - whole).abs().max():.3g} (the README states bit-exact)")
+        # not asserted bit-exact: PyTorch's convs (NCHW, and on some CPUs oneDNN's channels-last
+        # ones: AMD Zen 5, 2.4e-7) and F.interpolate change in the last float bit with the
+        # input size (README, "Tiles equal the whole image")
         floats[label] = whole
     # the compiled runtime (exact=True) computes the PyTorch model's floats bit for bit, on
     # the whole image and on the same tiles, so the uint8 images are equal

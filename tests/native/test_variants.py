@@ -199,3 +199,54 @@ def test_tune_measures_caches_and_can_be_turned_off(monkeypatch, tmp_path):
     assert tune.variant(isa, 64, 32, 3, 1, 8, 40, 1) == 0
     tune.clear()
     assert not tune.cache_path().exists()
+
+
+@needs_ext
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("c,o,w", [(64, 64, 37), (40, 13, 19), (130, 70, 9)])
+def test_folded_epilogue_within_rounding_of_the_unfolded_order(isa, c, o, w):
+    """Layer(fold=True) (what compile(exact=False) builds): part scale, bias and post affine in
+    one step, I * (s * p) + (b * p + q), within float32 rounding of the unfolded order for every
+    variant, with the residual, activation and next-layer bits; its bits equal packing its own
+    output. A per-call post scale, a spatial map or several parts take the unfolded order
+    unchanged (bit-equal)."""
+    h = 5
+    x, wt, off, g = _case(c, o, 3, h, w, n=2)
+    xb, wb = native.pack_activations(x), native.pack_weights(wt)
+    vec = lambda: torch.randn(o, generator=g).numpy()  # noqa: E731
+    e = dict(part_scale=(torch.rand(1, o, generator=g) + 0.5).numpy(), bias=vec(), post_scale=vec(),
+             post_bias=vec(), slope=vec(), act_shift=vec(), act_bias=vec(), act="prelu", fma=True)
+    res = torch.randn(2, o, h, w, generator=g).numpy()
+    nxt = torch.randn(1, o, generator=g).numpy()
+    folded = ext.Layer(wb, c, o, bits_offsets=nxt, isa=isa, fold=True, **e)
+    plain = ext.Layer(wb, c, o, bits_offsets=nxt, isa=isa, **e)
+    # independent of both layers: the integers, then the unfolded float64 formula
+    i = reference.conv_int(xb, wb, c, o)[0].astype(np.float64)
+    z = i * e["part_scale"][0][None, :, None, None] + e["bias"][None, :, None, None]
+    z = z * e["post_scale"][None, :, None, None] + e["post_bias"][None, :, None, None]
+    t = z + res - e["act_shift"][None, :, None, None]  # activation after the skip (the default)
+    z = np.where(t < 0, t * e["slope"][None, :, None, None], t) + e["act_bias"][None, :, None, None]
+    scale = np.abs(z).max()
+    differs = False
+    for v in range(len(ext.conv_variants(isa))):
+        outs = []
+        for layer in (folded, plain):
+            out = np.empty((2, h, w, o), np.float32).transpose(0, 3, 1, 2)
+            bits = np.empty((1, 2, h, w, (o + 63) // 64), np.uint64)
+            layer.run(xb, out, res, None, None, bits, 2, v)
+            np.testing.assert_array_equal(bits, native.pack_activations(out, nxt), err_msg=f"{isa} v{v}")
+            np.testing.assert_allclose(out, z, rtol=0, atol=1e-5 * scale, err_msg=f"{isa} v{v}")
+            outs.append(out)
+        differs = differs or not np.array_equal(outs[0], outs[1])
+        # the per-call post scale: unfolded in both
+        ps2 = vec()
+        a, b = (np.empty((2, o, h, w), np.float32) for _ in range(2))
+        folded.run(xb, a, res, None, ps2, None, 1, v)
+        plain.run(xb, b, res, None, ps2, None, 1, v)
+        np.testing.assert_array_equal(a, b)
+    sp = torch.rand(2, h, w, generator=g).numpy()
+    a, b = (np.empty((2, o, h, w), np.float32) for _ in range(2))
+    folded.run(xb, a, res, sp, None, None, 1, 0)
+    plain.run(xb, b, res, sp, None, None, 1, 0)
+    np.testing.assert_array_equal(a, b)
+    assert differs, "fold=True gave the unfolded order's values bit for bit: the fold is not taken"

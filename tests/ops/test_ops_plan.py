@@ -1,5 +1,6 @@
 """ConvPlan: run_plan(m.plan(), x, h) equals the eval-mode module for every choice class."""
 import pytest
+import numpy as np
 import torch
 
 from _ops_covering import label, pairwise_structural
@@ -96,7 +97,11 @@ def test_plan_fields():
     assert torch.equal(plan.bias, torch.zeros(8))
     torch.testing.assert_close(plan.norm_scale, inv)
     torch.testing.assert_close(plan.norm_bias, bn.bias.detach() - bn.running_mean * inv)
-    assert torch.equal(plan.norm_scale, (1 / torch.sqrt(bn.running_var + bn.eps)) * bn.weight.detach())
+    # alpha = (1 / sqrt(var + eps)) * w in IEEE float32 (numpy), as PyTorch's batch_norm kernel
+    # computes it; not torch's vectorized 1 / tensor, which is one ulp off on some CPUs (Zen 5)
+    var32 = bn.running_var.detach().numpy().astype(np.float32)
+    want = (np.float32(1) / np.sqrt(var32 + np.float32(bn.eps))) * bn.weight.detach().numpy()
+    assert torch.equal(plan.norm_scale, torch.from_numpy(want.astype(np.float32)))
     assert plan.bn_exact and isinstance(plan.fma, bool)
     assert torch.equal(plan.post_scale, torch.ones(8)) and torch.equal(plan.post_bias, torch.zeros(8))
     x = torch.randn(2, 4, 5, 5)

@@ -128,7 +128,9 @@ std::vector<std::string> conv_variants(const std::string& isa) {
         return v;
     }
     if (isa == "avx512")
-        return {"8-pixel tile", "4-pixel tile", "12-pixel tile", "1 pixel x 64 channels (naive-loop order)"};
+        return {"8-pixel tile", "4-pixel tile", "12-pixel tile", "1 pixel x 64 channels (naive-loop order)",
+                "direct: 8 pixels x 8 channels, pixel-major chunks", "direct: 4 pixels x 16 channels, pixel-major chunks",
+                "direct: 4 pixels x 32 channels, pixel-major chunks"};
     if (isa == "avx2") return {"4-pixel tile (3 vector + 1 scalar)", "3-pixel tile", "2-pixel tile"};
     return {"1-pixel tile", "2-pixel tile", "4-pixel tile"};
 }
@@ -452,7 +454,7 @@ class Layer {
           bool act_after_skip, const py::object& slope, const py::object& act_shift,
           const py::object& act_bias, int repeat, int parts, const py::object& bits_offsets,
           const std::string& isa_name, const py::object& norm_scale, const py::object& norm_bias,
-          bool fma)
+          bool fma, bool fold)
         : isa_(resolve_isa(isa_name)) {
         check_fma(fma);
         py::array w = as_array(wo, "w_bits");
@@ -488,6 +490,16 @@ class Layer {
             a_.norm_scale = ns_.data(); a_.norm_bias = nb_.data();
         }
         a_.fma = fma ? 1 : 0;
+        // fold: one part and no norm step (the kernel also skips it where a spatial map is given)
+        if (fold && parts == 1 && !a_.norm_scale) {
+            fs_.resize(padded);
+            fb_.resize(padded);
+            for (int o = 0; o < padded; ++o) {
+                fs_[o] = ps_[o] * pos_[o];
+                fb_[o] = b_[o] * pos_[o] + pob_[o];
+            }
+            a_.fold_scale = fs_.data(); a_.fold_bias = fb_.data();
+        }
         if (act == "none") a_.act = 0;
         else if (act == "prelu") a_.act = 1;
         else throw std::invalid_argument("act: '" + act + "' given; allowed: none, prelu");
@@ -544,9 +556,10 @@ class Layer {
             a.spatial = (const float*)sp.data();
             a.pn = es(sp, 0); a.py = es(sp, 1); a.px = es(sp, 2);
         }
-        if (!post_scale.is_none()) {
+        if (!post_scale.is_none()) {  // a per-call post scale: the unfolded order
             pos = channel_vector(post_scale, "post_scale", a.O, a.Ot * 8, 1.f);
             a.post_scale = pos.data();
+            a.fold_scale = a.fold_bias = nullptr;
         }
         if (!out_bits.is_none()) {
             if (!pn_) throw std::invalid_argument("out_bits: this layer was built without bits_offsets");
@@ -572,7 +585,7 @@ class Layer {
     bsr::ConvArgs a_{};
     std::vector<uint64_t> w_;
     std::vector<int8_t> wamx_;
-    std::vector<float> ps_, b_, pos_, pob_, sl_, sh_, ab_, boff_, ns_, nb_;
+    std::vector<float> ps_, b_, pos_, pob_, sl_, sh_, ab_, boff_, ns_, nb_, fs_, fb_;
     int pn_ = 0, nvar_ = 1;
 };
 
@@ -760,13 +773,14 @@ PYBIND11_MODULE(_bsrnas_native, m) {
         .def(py::init<const py::object&, int, int, const py::object&, const py::object&, const py::object&,
                       const py::object&, const std::string&, bool, const py::object&, const py::object&,
                       const py::object&, int, int, const py::object&, const std::string&,
-                      const py::object&, const py::object&, bool>(),
+                      const py::object&, const py::object&, bool, bool>(),
              py::arg("w_bits"), py::arg("in_ch"), py::arg("out_ch"), py::arg("part_scale") = py::none(),
              py::arg("bias") = py::none(), py::arg("post_scale") = py::none(), py::arg("post_bias") = py::none(),
              py::arg("act") = "none", py::arg("act_after_skip") = true, py::arg("slope") = py::none(),
              py::arg("act_shift") = py::none(), py::arg("act_bias") = py::none(), py::arg("repeat") = 1,
              py::arg("parts") = 1, py::arg("bits_offsets") = py::none(), py::arg("isa") = "auto",
-             py::arg("norm_scale") = py::none(), py::arg("norm_bias") = py::none(), py::arg("fma") = false)
+             py::arg("norm_scale") = py::none(), py::arg("norm_bias") = py::none(), py::arg("fma") = false,
+             py::arg("fold") = false)
         .def("run", &Layer::run, py::arg("x_bits"), py::arg("out"), py::arg("residual") = py::none(),
              py::arg("spatial") = py::none(), py::arg("post_scale") = py::none(), py::arg("out_bits") = py::none(),
              py::arg("threads") = 1, py::arg("variant") = 0)

@@ -47,6 +47,13 @@ struct ConvArgs {
     const float* norm_bias;   // (Ot*8)
     int fma;                  // 1: the affine steps are fused multiply-adds (one rounding), as
                               // PyTorch's CPU batch_norm does where its kernels use FMA
+    // optional (nullptr: none; one part, no norm step, no spatial map): the part scale, bias and
+    // post affine folded into one step, z = I * fold_scale + fold_bias with fold_scale =
+    // part_scale * post_scale, fold_bias = bias * post_scale + post_bias: one rounding instead
+    // of four, so within float32 rounding of the unfolded order, not bit-equal to it (the
+    // compiled network's exact=False; exact=True never folds)
+    const float* fold_scale;  // (Ot*8)
+    const float* fold_bias;   // (Ot*8)
     int act;                  // 0 none, 1 prelu-family: t = z - shift; t<0 ? t*slope : t; + abias
     int act_after_skip;       // 1: activation after the residual add, 0: before
     const float* slope;       // (Ot*8)

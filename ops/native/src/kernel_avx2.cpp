@@ -24,6 +24,7 @@ static inline __m256i popcount_bytes(__m256i v, __m256i lut, __m256i low) {
 struct Isa {
     static const int NP = 4;
     static const bool WIDE = false;
+    static const bool DIRECT = false;
     static const int NP1 = 3, NP2 = 2;  // variants: vector-only tiles of 3 and 2 pixels
     static const bool HALF = true;
     template <int NPT, bool MASK>
