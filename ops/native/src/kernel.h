@@ -12,6 +12,7 @@
 // compiled for different instruction sets (see kernel_*.cpp).
 #pragma once
 #include <stdint.h>
+#include <stdlib.h>  // aligned_alloc: the kernels' scratch buffers start on a cache line
 
 namespace bsr {
 
