@@ -336,15 +336,22 @@ def test_busy_loops_holding_every_core_are_detected(tmp_path):
         pytest.skip("the run-queue signal reads /proc (Linux)")
     loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
              for _ in range(min(os.cpu_count() or 1, 8))]
+    sessions = []
     try:
-        time.sleep(0.5)
-        table = LatencyTable(TINY, path=tmp_path / "lut.json", threads=1, warmup=2, repeats=60,
-                             calibrate=False, retries=1, autosave=False)
-        table.measurer.measure_entries(table.entries(_spec(parts=2)))
+        time.sleep(1.0)  # the loops' interpreters started and spinning
+        # the scheduler may favour this (long-sleeping) process for a short table: up to three
+        # tables, each measured whole under the loops; one judged busy is the detection
+        for attempt in range(3):
+            table = LatencyTable(TINY, path=tmp_path / f"lut{attempt}.json", threads=1, warmup=2,
+                                 repeats=60, calibrate=False, retries=1, autosave=False)
+            table.measurer.measure_entries(table.entries(_spec(parts=2)))
+            sessions.append(table.measurer.session)
+            if sessions[-1]["busy"]:
+                break
     finally:
         for p in loops:
             p.kill()
         for p in loops:
             p.wait()
-    s = table.measurer.session
-    assert s["busy"] and s["contention"]["max_wait"] > C.LIMITS["wait"], s["contention"]
+    s = sessions[-1]
+    assert s["busy"] and s["contention"]["max_wait"] > C.LIMITS["wait"], [x["contention"] for x in sessions]
