@@ -313,7 +313,8 @@ def render(runs: Sequence[Dict[str, Any]], loaded: Optional[Dict[str, Any]], com
               "machine (shared with other jobs). Windows: a rotation chunk of units (table) or "
               "one network's calls (networks), judged by `evaluators.latency.contention.judge` "
               "(wait for a core > 5 % of the threads' time, steal > 5 %, canary drift > 8 %); a "
-              "busy one is measured again after a pause (2 retries).",
+              "busy one is measured again after a pause that doubles at each retry (4 retries; the "
+              "fastest call over every attempt counts).",
               "",
               "Method. *What the units miss*: the whole network is slower than the sum of its "
               "units timed apart; the diagnosis below regresses the gap on the summed figures "

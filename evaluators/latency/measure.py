@@ -16,8 +16,9 @@ slower than inside a network.
 **Contention** (``contention``). Each rotation chunk is a window: the time this process's
 threads waited for a core, the hypervisor's steal time and the re-timed canary (the reference
 units of ``canary_keys``) over its best figure of the session decide whether the machine was
-busy (``contention.judge``). A busy chunk is re-measured after a pause, up to ``retries``
-times (once ``PERSISTENT`` chunks of a session stayed busy through their retries, the machine
+busy (``contention.judge``). A busy chunk is re-measured after a pause (``backoff``: twice
+the chunk's time, doubled at each retry, at most ``pause_s``), up to ``retries`` times, every
+attempt's samples kept (each figure is the fastest call over all of them) (once ``PERSISTENT`` chunks of a session stayed busy through their retries, the machine
 is taken as busy for good and later chunks are not retried); still busy, it is kept and the
 session flagged ``busy``
 (``on_contention="keep"``) or the measurement refused with ``ContentionError``
@@ -63,6 +64,15 @@ ON_CONTENTION = ("keep", "refuse")
 PERSISTENT = 2
 
 
+def backoff(attempt: int, wall_s: float, cap_s: float) -> float:
+    """The pause (s) before re-measuring a busy window: twice the window's time (at least 0.05
+    s), doubled on each further attempt, at most ``cap_s``. Other tenants of a shared VM come in
+    episodes of seconds (measured on the AMD Zen 5 VM: the canary units 2x slower for 5-15 s at a
+    time, with no steal time reported), so a fixed short pause would re-measure inside the
+    same episode."""
+    return min(float(cap_s), max(0.05, 2.0 * wall_s) * 2.0 ** attempt)
+
+
 def filler_keys(input_size) -> Dict[str, List[Dict[str, Any]]]:
     """Typical units of a small network at this input size, per family (``bconv``: binary
     convs; ``fp``: everything else). They run untimed: as fillers of a rotation of fewer than
@@ -100,13 +110,14 @@ class Measurer:
     ``warmup``/``repeats``: untimed and timed passes of the rotation over the units
     (``repeats`` single-call samples per unit), and untimed calls / single-call samples of a
     whole network in ``measure``; ``on_contention``: ``keep`` (default) or ``refuse`` a chunk
-    still busy after ``retries`` re-measurements, each after a pause of twice the chunk's time
+    still busy after ``retries`` re-measurements, each after a pause (``backoff``) of twice the
+    chunk's time, doubled at each retry
     (at least 0.05 s, at most ``pause_s``); ``limits``: of ``contention.judge`` (default
     ``contention.limits_for(threads)``).
     """
 
     def __init__(self, table, warmup: int = 2, repeats: int = 25, on_contention: str = "keep",
-                 retries: int = 2, pause_s: float = 2.0,
+                 retries: int = 4, pause_s: float = 8.0,
                  limits: Optional[Dict[str, float]] = None):
         for name, value, least in (("warmup", warmup, 0), ("repeats", repeats, 1),
                                    ("retries", retries, 0)):
@@ -226,18 +237,22 @@ class Measurer:
         # is busy for good: later chunks are judged and flagged, not retried
         retries = self.retries if self.tally.kept_busy < PERSISTENT else 0
         probes = self._probes(chunk, fam)
+        attempts: List[Dict[str, TimingStats]] = []
         for attempt in range(retries + 1):
             start = C.snapshot()
-            stats = self._rotation(probes, self.repeats, self.warmup, seed, fam)
+            attempts.append(self._rotation(probes, self.repeats, self.warmup, seed, fam))
             end = C.snapshot()
             window = C.window(start, end, drift=self._drift(), threads=self.threads)
             verdict = C.judge(window, self.limits)
             self.tally.add(window, verdict)
+            # every attempt's samples count (a figure is a fastest call: more samples taken at
+            # other moments can only bring it closer to the idle machine's)
+            stats = {k: combine_rounds([a[k] for a in attempts]) for k in chunk}
             if not verdict.busy:
                 return stats
             if attempt < retries:
                 self.tally.retries += 1
-                time.sleep(min(self.pause_s, max(0.05, 2 * window.wall_s)))
+                time.sleep(backoff(attempt, window.wall_s, self.pause_s))
         if self.on_contention == "refuse":
             self._close_window(0)
             raise C.ContentionError(
@@ -341,7 +356,7 @@ class Measurer:
                 retries = self.retries if self.network_tally.kept_busy - kept_before < PERSISTENT else 0
                 for attempt in range(retries + 1):
                     start = C.snapshot()
-                    stats = self.time_probe(probes[i], warmup=1, repeats=repeats)
+                    runs[i].append(self.time_probe(probes[i], warmup=1, repeats=repeats))
                     window = C.window(start, C.snapshot(), threads=self.threads)
                     verdict = C.judge(window, self.limits)
                     self.network_tally.add(window, verdict)
@@ -349,10 +364,9 @@ class Measurer:
                         break
                     if attempt < retries:
                         self.network_tally.retries += 1
-                        time.sleep(min(1.0, max(0.05, 2 * window.wall_s)))
+                        time.sleep(backoff(attempt, window.wall_s, self.pause_s))
                     else:
                         self.network_tally.kept_busy += 1
-                runs[i].append(stats)
         return [combine_rounds(r) for r in runs]
 
     # -- calibration -----------------------------------------------------------------------

@@ -60,7 +60,7 @@ class LatencyTable:
                  threads: Optional[int] = None, strict: bool = False, warmup: int = 2,
                  repeats: int = 25, autosave: bool = True, clock: str = "wall",
                  check: bool = True, calibrate: bool = True, on_contention: str = "keep",
-                 retries: int = 2):
+                 retries: int = 4):
         self.input_size = parse_input_size(input_size, field="input_size")
         if threads is None:
             threads = torch.get_num_threads()
