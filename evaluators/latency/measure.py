@@ -370,11 +370,13 @@ class Measurer:
         return [combine_rounds(r) for r in runs]
 
     # -- calibration -----------------------------------------------------------------------
-    def calibrate(self, specs: Optional[Sequence[Any]] = None, rounds: int = 3,
+    def calibrate(self, specs: Optional[Sequence[Any]] = None, rounds: int = 5,
                   network_repeats: int = 10) -> Calibration:
         """Fit and set the table's calibration on ``specs`` (default: ``reference_specs``):
         their units are measured (those the table lacks), then the whole networks are timed
-        (``time_networks``: ``rounds`` rounds of ``network_repeats`` single calls), and
+        (``time_networks``: ``rounds`` rounds of ``network_repeats`` single calls, the same
+        statistic a network is validated with: five rounds, because on a machine that is busy
+        in episodes the fastest call over fewer rounds stays high and the factor with it), and
         ``calibration.fit`` relates their figures to the table's entries. Saves the table when
         its ``autosave`` is on."""
         table = self.table
