@@ -58,6 +58,7 @@ import torch.nn.functional as F
 
 import ops.native as native
 from ops.native import kernels, tune
+from ops.native.kernels import empty64
 
 from benchmarks.report import write_section
 
@@ -113,17 +114,6 @@ def peak_gmacs(isa: str, threads: int, seconds: float = 0.004, repeats: int = 40
         macs = ext.peak(isa, iters, threads)
         best = max(best, macs / (time.perf_counter() - t) / 1e9)
     return best
-
-
-def empty64(shape, dtype) -> np.ndarray:
-    """An uninitialised array whose data starts on a 64-byte boundary (numpy's large arrays
-    start 16 bytes past a page; a zmm load or store straddling two cache lines costs two, on
-    AMD Zen 5 about a third of the naive loop's time), as torch's allocator gives the
-    compiled network's tensors."""
-    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    raw = np.empty(n + 64, np.uint8)
-    off = (-raw.ctypes.data) % 64
-    return raw[off:off + n].view(dtype).reshape(shape)
 
 
 def naive_inputs(bits: np.ndarray, w_bits: np.ndarray):

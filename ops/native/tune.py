@@ -148,10 +148,7 @@ def measure(isa: str, in_ch: int, out_ch: int, k: int, parts: int, h: int, w: in
     if in_ch % 64:  # bits past the last channel are zero in packed activations
         xb[..., -1] &= np.uint64((1 << (in_ch % 64)) - 1)
     wb = kernels.pack_weights(rng.standard_normal((out_ch, in_ch, k, k)).astype(np.float32))
-    # output on a 64-byte boundary, as torch's allocator gives a compiled network's tensors
-    raw = np.empty(rows * w * out_ch * 4 + 64, np.uint8)
-    off = (-raw.ctypes.data) % 64
-    out = raw[off:off + rows * w * out_ch * 4].view(np.float32).reshape(1, rows, w, out_ch).transpose(0, 3, 1, 2)
+    out = kernels.empty64((1, rows, w, out_ch), np.float32).transpose(0, 3, 1, 2)
     scale = np.ones(out_ch, np.float32)
     # the frozen layer with the folded epilogue, as compile() runs it
     layer = ext.Layer(wb, in_ch, out_ch, post_scale=scale, post_bias=scale, parts=parts, isa=isa, fold=True)
