@@ -250,3 +250,55 @@ def test_folded_epilogue_within_rounding_of_the_unfolded_order(isa, c, o, w):
     plain.run(xb, b, res, sp, None, None, 1, 0)
     np.testing.assert_array_equal(a, b)
     assert differs, "fold=True gave the unfolded order's values bit for bit: the fold is not taken"
+
+
+@needs_ext
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("c,o,h,w", [(64, 64, 5, 37), (64, 16, 3, 7), (128, 48, 4, 13), (64, 80, 1, 2),
+                                     (192, 32, 2, 1), (64, 64, 6, 128)])
+@pytest.mark.parametrize("act_at", ["none", "before_skip", "after_skip"])
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("planes", [0, 1, 2])
+def test_register_tail_equals_the_buffered_epilogue(isa, c, o, h, w, act_at, residual, planes):
+    """The layers the direct variants finish in their register tail (fold=True, one part, C a
+    multiple of 64, O of 16, channels-last float output, channels-last residual, next-layer
+    bits): every variant gives variant 0's values and bits bit for bit (variant 0 runs the
+    buffered row epilogue), the bits equal packing the output, and the values match the float64
+    formula to float32 rounding."""
+    x, wt, _, g = _case(c, o, 3, h, w, n=2)
+    xb, wb = native.pack_activations(x), native.pack_weights(wt)
+    vec = lambda: torch.randn(o, generator=g).numpy()  # noqa: E731
+    e = dict(part_scale=(torch.rand(1, o, generator=g) + 0.5).numpy(), bias=vec(), post_scale=vec(),
+             post_bias=vec(), fma=True)
+    if act_at != "none":
+        e.update(act="prelu", slope=vec(), act_shift=vec(), act_bias=vec(), act_after_skip=act_at == "after_skip")
+    res = torch.randn(2, o, h, w, generator=g).contiguous(memory_format=torch.channels_last).numpy() \
+        if residual else None
+    nxt = torch.randn(planes, o, generator=g).numpy() if planes else None
+    layer = ext.Layer(wb, c, o, bits_offsets=nxt, isa=isa, fold=True, **e)
+    i = reference.conv_int(xb, wb, c, o)[0].astype(np.float64)
+    z = i * e["part_scale"][0][None, :, None, None] + e["bias"][None, :, None, None]
+    z = z * e["post_scale"][None, :, None, None] + e["post_bias"][None, :, None, None]
+    col = lambda k: e[k][None, :, None, None]  # noqa: E731
+    act = lambda t: np.where(t - col("act_shift") < 0, (t - col("act_shift")) * col("slope"),  # noqa: E731
+                             t - col("act_shift")) + col("act_bias")
+    if act_at == "before_skip":
+        z = act(z)
+    if residual:
+        z = z + res
+    if act_at == "after_skip":
+        z = act(z)
+    first = None
+    for v in range(len(ext.conv_variants(isa))):
+        out = np.empty((2, h, w, o), np.float32).transpose(0, 3, 1, 2)
+        bits = np.full((planes, 2, h, w, (o + 63) // 64), 0xA5A5A5A5A5A5A5A5, np.uint64) if planes else None
+        layer.run(xb, out, res, None, None, bits, 2, v)
+        np.testing.assert_allclose(out, z, rtol=0, atol=1e-5 * np.abs(z).max(), err_msg=f"{isa} v{v}")
+        if planes:
+            np.testing.assert_array_equal(bits, native.pack_activations(out, nxt), err_msg=f"{isa} v{v}")
+        if first is None:
+            first = (out.copy(), None if bits is None else bits.copy())
+        else:
+            np.testing.assert_array_equal(out, first[0], err_msg=f"{isa} v{v} vs v0")
+            if planes:
+                np.testing.assert_array_equal(bits, first[1], err_msg=f"{isa} v{v} vs v0")

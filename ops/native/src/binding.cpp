@@ -129,8 +129,11 @@ std::vector<std::string> conv_variants(const std::string& isa) {
     }
     if (isa == "avx512")
         return {"8-pixel tile", "4-pixel tile", "12-pixel tile", "1 pixel x 64 channels (naive-loop order)",
-                "direct: 3 pixels x 64 channels, pixel-major chunks", "direct: 6 pixels x 32 channels, pixel-major chunks",
-                "direct: 4 pixels x 32 channels, pixel-major chunks"};
+                // 4-6: the epilogue in the register tail where the layer allows it (kernel_body.inc
+                // tail_applies: a compiled network's folded layers, C % 64 == 0, O % 16 == 0),
+                // else through a chunk buffer of pixel-major integers
+                "direct: 3 pixels x 64 channels, register-tail epilogue", "direct: 6 pixels x 32 channels, register-tail epilogue",
+                "direct: 4 pixels x 32 channels, register-tail epilogue"};
     if (isa == "avx2") return {"4-pixel tile (3 vector + 1 scalar)", "3-pixel tile", "2-pixel tile"};
     return {"1-pixel tile", "2-pixel tile", "4-pixel tile"};
 }
