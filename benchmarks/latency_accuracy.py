@@ -371,6 +371,7 @@ def render(runs: Sequence[Dict[str, Any]], loaded: Optional[Dict[str, Any]], com
             f" ({'; '.join(ct.get('reasons') or []) or 'no reason'}). Canary check at idle: "
             f"stored / now = {ratios or 'n/a'}, {len(chk.get('drifted') or [])} session(s) "
             f"drifted, {len(chk.get('dropped') or [])} entries re-measured"
+            f"{', calibration fitted again at idle' if chk.get('calibration_dropped') else ', calibration kept'}"
             f"{' (busy at check: not judged)' if chk.get('busy_now') else ''}; network timings "
             f"judged busy {loaded['networks']['busy']} of {loaded['networks']['windows']}. The same file "
             f"without the check: {_pct(p['within'])} within ±10 %, mean error "

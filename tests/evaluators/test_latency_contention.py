@@ -328,6 +328,48 @@ def test_calibrate_times_networks_sets_and_saves_the_calibration(tmp_path, capsy
     assert cal_mod.Calibration(factor=7.0, networks=2, threads=1).apply({"sum_ms": 1.0}) == 2.0
 
 
+def test_a_check_that_measures_entries_again_fits_the_calibration_again(tmp_path, monkeypatch):
+    """The calibration relates whole networks to the entries: when the check drops a drifted
+    session's entries, the calibration goes too (and is not merged back from the file when
+    the table saves), and the next prediction fits a new one in the new session; a
+    calibration whose networks were timed on a busy machine goes at an idle check."""
+    path = tmp_path / "lut.json"
+    table = _table(path, retries=0)
+    specs = [_spec(), _spec(parts=2)]
+    old = table.measurer.calibrate(specs, rounds=1, network_repeats=2)
+    monkeypatch.setattr(C, "judge", lambda w, limits=C.LIMITS: C.Verdict(False, ()))
+    monkeypatch.setattr("evaluators.latency.calibration.reference_specs",
+                        lambda input_size=None, **kw: list(specs))
+    monkeypatch.setattr("evaluators.latency.measure.reference_specs",
+                        lambda input_size=None, **kw: list(specs))
+    data = json.loads(path.read_text())
+    for rec in data["measured"]:
+        rec["busy"] = False
+    path.write_text(json.dumps(data))
+    _scale_canary(path, 3.0)
+    again = _table(path, calibrate=True)
+    check = again.check_result
+    assert check["drifted"] and check["calibration_dropped"] and again.calibration is None
+    again.measurer.measure_entries(again.entries(specs[0]))  # autosave: the old fit stays out
+    assert again.calibration is None
+    assert json.loads(path.read_text()).get("calibration") is None
+    assert again.predict(specs[0]) > 0
+    assert again.calibration is not None and again.calibration.session != old.session
+    assert again.calibration.session == again.measurer.session["id"]
+    # a fit flagged busy, entries that hold: the fit alone goes
+    data = json.loads(path.read_text())
+    data["calibration"]["busy"] = True
+    now = {k: 1.0 for k in canary_keys(TINY)}
+    for rec in data["measured"]:
+        rec["canary"], rec["busy"] = dict(now), False
+    path.write_text(json.dumps(data))
+    monkeypatch.setattr("evaluators.latency.measure.Measurer.time_canary",
+                        lambda self, samples=9: dict(now))
+    third = _table(path)
+    assert third.check_result["drifted"] == [] and third.check_result["calibration_dropped"]
+    assert len(third) == len(again) and third.calibration is None
+
+
 # -- real busy loops ---------------------------------------------------------------------
 def test_busy_loops_holding_every_core_are_detected(tmp_path):
     """End to end, nothing injected: one busy loop per core while a tiny table measures; the
