@@ -14,6 +14,8 @@ measured in one context is refused in another (``check_context``):
     clock       ``wall`` (time.perf_counter_ns) or ``cpu`` (process CPU time, one thread only)
     heap        allocation policy of the packed runtime (``ops.native.heap``): ``steady`` or
                 ``default`` (``BSRNAS_STEADY_HEAP=0``)
+    pool        where the kernels run their threads (``ops.native.kernels.POOL``): ``openmp``
+                (torch's OpenMP team) or ``own`` (the extension's pool, ``BSRNAS_POOL=own``)
 
 The default file name of a table is made from the context (``context_slug``); ``parse_input_size``
 reads the ``CxHxW`` form of an input size that the command line and error messages use.
@@ -37,7 +39,7 @@ import torch
 
 from ops.native.tune import cpu_model  # noqa: F401 (one reader of the CPU's name; part of this module's API)
 
-CONTEXT_FIELDS = ("cpu", "isa", "native", "threads", "torch", "input_size", "clock", "heap")
+CONTEXT_FIELDS = ("cpu", "isa", "native", "threads", "torch", "input_size", "clock", "heap", "pool")
 
 
 def native_isa() -> str:
@@ -79,10 +81,12 @@ def current_context(input_size: Tuple[int, int, int], threads: int,
     docstring). The heap policy is applied here as ``ops.native.compile`` would."""
     from ops.native.heap import steady_heap
 
+    from ops.native import kernels
+
     heap = "steady" if steady_heap() else "default"
     return {"cpu": cpu_model(), "isa": native_isa(), "native": native_build(), "threads": threads,
             "torch": torch.__version__, "input_size": tuple(input_size), "clock": clock,
-            "heap": heap}
+            "heap": heap, "pool": kernels.POOL}
 
 
 def parse_input_size(text: Any, field: str = "input") -> Tuple[int, int, int]:
@@ -120,7 +124,7 @@ def check_context(path: Path, stored: Mapping[str, Any], wanted: Mapping[str, An
             raise ValueError(
                 f"latency table {path} was measured for {name}={have!r}, but this table is for "
                 f"{name}={want!r}; a table only predicts for the CPU, native kernel (ISA, build), "
-                f"thread count, torch version, input size, clock and heap policy it was measured with — build one for this context with "
+                f"thread count, torch version, input size, clock, heap policy and thread pool it was measured with — build one for this context with "
                 f"`bsrnas lut build --input {format_input_size(tuple(wanted['input_size']))} "
                 f"--threads {wanted['threads']}` or pass another path"
             )
@@ -133,14 +137,16 @@ def slug(text: str) -> str:
 
 
 def context_slug(context: Mapping[str, Any]) -> str:
-    """``<cpu-slug>-<isa>-<build>-t<threads>-<CxHxW>[-cpuclock][-defaultheap]``: the part of a
-    table's default file name that names its context (``-cpuclock`` for the CPU-time clock,
-    ``-defaultheap`` for ``BSRNAS_STEADY_HEAP=0``)."""
+    """``<cpu-slug>-<isa>-<build>-t<threads>-<CxHxW>[-cpuclock][-defaultheap][-ownpool]``: the
+    part of a table's default file name that names its context (``-cpuclock`` for the CPU-time
+    clock, ``-defaultheap`` for ``BSRNAS_STEADY_HEAP=0``, ``-ownpool`` for the extension's own
+    thread pool)."""
     return "{}-{}-{}-t{}-{}{}".format(
         slug(str(context["cpu"])), slug(str(context["isa"])), slug(str(context["native"])),
         context["threads"], format_input_size(tuple(context["input_size"])),
         ("-cpuclock" if context.get("clock", "wall") == "cpu" else "")
-        + ("-defaultheap" if context.get("heap", "steady") != "steady" else ""))
+        + ("-defaultheap" if context.get("heap", "steady") != "steady" else "")
+        + ("-ownpool" if context.get("pool", "openmp") == "own" else ""))
 
 
 # -- conditions of a measurement ---------------------------------------------------------------

@@ -8,7 +8,7 @@ timed another way, are refused)::
       "format": "bsrnas-latency-table/3",
       "context": {"cpu": "AMD EPYC", "isa": "avx2", "native": "<sha1[:12] of the extension>",
                   "threads": 2, "torch": "2.13.0+cpu",
-                  "input_size": [3, 64, 64], "clock": "wall", "heap": "steady"},
+                  "input_size": [3, 64, 64], "clock": "wall", "heap": "steady", "pool": "openmp"},
       "measured": [{"id": "<hex>", "started": "2025-01-31T09:15:02.113+00:00",
                     "finished": "2025-01-31T09:21:40.905+00:00",
                     "load_1min_start": 0.42, "load_1min_end": 1.07, "entries": 412,
@@ -141,6 +141,8 @@ def read(path: Path) -> Dict[str, Any]:
         raise ValueError(f"latency table {path} has format {got!r}; expected {FORMAT!r} (older "
                          "tables were timed another way: rebuild it with `bsrnas lut build`)")
     context = data.get("context")
+    if isinstance(context, dict) and "pool" not in context:
+        context["pool"] = "own"  # tables from before the pool field: the extension's own pool
     if not isinstance(context, dict) or any(f not in context for f in CONTEXT_FIELDS):
         raise ValueError(f"latency table {path}: 'context' must hold the fields {list(CONTEXT_FIELDS)}")
     raw = data.get("entries")

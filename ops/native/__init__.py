@@ -44,11 +44,15 @@ def info() -> Dict[str, Any]:
     (paths this CPU can execute, fastest first), ``compiled`` (paths in the binary), ``forced`` (the
     ``BSRNAS_ISA`` value or None), ``threads`` (the thread count a call uses when given none:
     ``torch.get_num_threads()`` now), ``heap`` (``steady``, ``default`` or ``undecided`` before
-    the first ``compile``: see ``heap.py``), ``cpu`` (feature flags), ``note`` and ``bit_convention``."""
+    the first ``compile``: see ``heap.py``), ``pool`` (``openmp``: the kernels run on torch's
+    OpenMP team; ``own``: on the extension's thread pool, ``BSRNAS_POOL=own`` or where torch has
+    no GNU OpenMP runtime, ``pool_note`` says why), ``cpu`` (feature flags), ``note`` and
+    ``bit_convention``."""
     ext = _kernels._ext
     forced = os.environ.get("BSRNAS_ISA") or None
     out: Dict[str, Any] = {"built": ext is not None, "forced": forced,
                            "threads": _kernels.default_threads(), "heap": heap_state(),
+                           "pool": _kernels.POOL, "pool_note": _kernels.POOL_NOTE,
                            "bit_convention": BIT_CONVENTION, "compiled": list(ISAS) if ext else []}
     try:
         out["isa"] = resolve_isa()

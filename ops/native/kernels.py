@@ -28,6 +28,32 @@ except ImportError as exc:  # pragma: no cover - exercised only without a compil
     BUILD_ERROR = f"{type(exc).__name__}: {exc}"
 
 ISAS = ("amx", "avx512", "avx2", "popcnt", "scalar")
+
+
+def _loaded_libgomp() -> Optional[str]:
+    """Path of the GNU OpenMP runtime this process loaded (torch's copy), from
+    ``/proc/self/maps`` (Linux); None where there is none or no such file."""
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = {line.split()[-1] for line in fh if "libgomp" in line and "/" in line}
+    except OSError:
+        return None
+    torch_dir = os.path.dirname(torch.__file__)
+    mine = sorted(p for p in paths if p.startswith(torch_dir))
+    return (mine or sorted(paths) or [None])[0]
+
+
+#: where the kernels run their threads: ``openmp`` (torch's OpenMP team, the default where
+#: torch uses GNU libgomp) or ``own`` (the extension's thread pool; ``BSRNAS_POOL=own``)
+POOL = "own"
+POOL_NOTE = ""
+if _ext is not None and hasattr(_ext, "attach_openmp"):
+    if os.environ.get("BSRNAS_POOL", "openmp").lower() != "own":
+        _gomp = _loaded_libgomp() if torch.__config__.parallel_info().find("OpenMP") >= 0 else None
+        POOL_NOTE = _ext.attach_openmp(_gomp) if _gomp else "torch has no GNU OpenMP runtime here"
+        POOL = _ext.pool_backend()
+    else:
+        POOL_NOTE = "BSRNAS_POOL=own"
 _warned = False
 
 

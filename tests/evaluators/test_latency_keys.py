@@ -239,7 +239,7 @@ def test_parse_input_size_rejects_with_the_field_and_form(bad):
 def _ctx(**over):
     ctx = {"cpu": "Test CPU", "isa": "avx2", "native": "0123abcd4567", "threads": 1, "torch": "2.13.0",
            "input_size": (3, 8, 8),
-           "clock": "wall", "heap": "steady"}
+           "clock": "wall", "heap": "steady", "pool": "openmp"}
     ctx.update(over)
     return ctx
 
@@ -254,12 +254,13 @@ def test_store_round_trip_and_default_path(tmp_path, monkeypatch):
     assert store.default_path(_ctx()) == want
     assert store.default_path(_ctx(clock="cpu")).name == "test-cpu-avx2-0123abcd4567-t1-3x8x8-cpuclock-v3.json"
     assert store.default_path(_ctx(heap="default")).name == "test-cpu-avx2-0123abcd4567-t1-3x8x8-defaultheap-v3.json"
+    assert store.default_path(_ctx(pool="own")).name == "test-cpu-avx2-0123abcd4567-t1-3x8x8-ownpool-v3.json"
 
 
 @pytest.mark.parametrize("field, value", [("input_size", (3, 16, 16)), ("threads", 2),
                                           ("isa", "scalar"), ("cpu", "Other CPU"), ("torch", "2.0"),
                                           ("clock", "cpu"), ("native", "ffffffffffff"),
-                                          ("heap", "default")])
+                                          ("heap", "default"), ("pool", "own")])
 def test_table_from_another_context_is_refused(tmp_path, field, value):
     path = store.save(tmp_path / "t.json", _ctx(**{field: value}), {})
     stored, _ = store.load(path)

@@ -824,6 +824,12 @@ PYBIND11_MODULE(_bsrnas_native, m) {
           py::arg("threads") = 1);
     m.def("conv_variants", [](const std::string& isa) { return conv_variants(resolve_isa(isa)); }, py::arg("isa"));
     m.def("peak", &peak, py::arg("isa"), py::arg("iters"), py::arg("threads") = 1);
+    m.def("attach_openmp", &bsr_pool::attach_openmp, py::arg("path"),
+          "Run the kernels on torch's OpenMP team: the path of the libgomp torch loaded. Returns '' "
+          "on success, else the reason (the kernels keep their own thread pool).");
+    m.def("detach_openmp", []() { bsr_pool::g_use_omp = false; },
+          "Back to the kernels' own thread pool.");
+    m.def("pool_backend", []() { return std::string(bsr_pool::g_use_omp ? "openmp" : "own"); });
     m.def("naive_conv", &naive_conv, py::arg("x_padded"), py::arg("w_naive"), py::arg("out"),
           py::arg("threads") = 1, py::arg("isa") = "auto");
 }

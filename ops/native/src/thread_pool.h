@@ -1,6 +1,7 @@
 // Thread pool of the binding (included by binding.cpp only; see the comment on Pool).
 #pragma once
 #include <pybind11/pybind11.h>
+#include <dlfcn.h>
 #include <pthread.h>
 
 #include <condition_variable>
@@ -88,6 +89,39 @@ inline Pool& pool() {
     return *g_pool;
 }
 
+// torch's OpenMP runtime (GNU libgomp), attached at import (ops/native/kernels.py finds the copy
+// torch loaded and passes its path; nothing is loaded here: RTLD_NOLOAD). With it, a kernel call
+// runs on the same OpenMP team as torch's own operators, instead of on this pool's threads
+// beside torch's: on 2 cores, torch's workers (which spin for a while after each operator, the
+// default OMP_WAIT_POLICY) and this pool's worker otherwise share the cores during a binary
+// conv, and every call pays a condition-variable wake-up. GOMP_parallel is libgomp's entry
+// point for `#pragma omp parallel` (GCC >= 4.9 ABI).
+struct Omp {
+    void (*parallel)(void (*)(void*), void*, unsigned, unsigned) = nullptr;
+    int (*thread_num)() = nullptr;
+    int (*num_threads)() = nullptr;
+};
+inline Omp g_omp;
+inline bool g_use_omp = false;
+
+// Attach to the libgomp at `path` (already loaded by torch); "" on success, else why not.
+inline std::string attach_openmp(const std::string& path) {
+    void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_NOLOAD);
+    if (!h) return "not loaded in this process: " + path;
+    Omp o;
+    o.parallel = (decltype(o.parallel))dlsym(h, "GOMP_parallel");
+    o.thread_num = (decltype(o.thread_num))dlsym(h, "omp_get_thread_num");
+    o.num_threads = (decltype(o.num_threads))dlsym(h, "omp_get_num_threads");
+    if (!o.parallel || !o.thread_num || !o.num_threads) return "no GOMP_parallel / omp_get_thread_num in " + path;
+    g_omp = o;
+    g_use_omp = true;
+    // a forked child does not use the parent's OpenMP team (libgomp's threads are not there;
+    // torch itself goes single-threaded after fork): it takes this extension's pool
+    static bool once = []() { return pthread_atfork(nullptr, nullptr, []() { g_use_omp = false; }) == 0; }();
+    (void)once;
+    return "";
+}
+
 // Below this much work per thread (in units of roughly one cycle) waking a worker costs more
 // than it saves, so small calls use fewer threads.
 inline constexpr double kMinWorkPerThread = 50000.0;
@@ -105,6 +139,21 @@ void parallel_rows(int64_t rows, int threads, double work_per_row, Fn fn) {
         return;
     }
     const std::function<void(int)> chunk = [&](int i) { fn(rows * i / t, rows * (i + 1) / t); };
+    if (g_use_omp) {
+        struct Ctx {
+            const std::function<void(int)>* fn;
+            int t;
+        } ctx{&chunk, (int)t};
+        // a smaller team (a nested region, a thread limit) runs the chunks round-robin
+        g_omp.parallel(
+            [](void* p) {
+                const Ctx* c = (const Ctx*)p;
+                const int team = g_omp.num_threads(), me = g_omp.thread_num();
+                for (int i = me; i < c->t; i += team > 0 ? team : 1) (*c->fn)(i);
+            },
+            &ctx, (unsigned)t, 0u);
+        return;
+    }
     pool().run((int)t, chunk);
 }
 
