@@ -11,8 +11,8 @@ independent run each: new specs, new table, new measurements), wall clock:
 1. ``--specs`` random specs of the space (``SearchSpace.random`` with that seed);
 2. a fresh latency table (temporary file) measures the units these specs need as a user's table
    does (``Measurer.measure_entries``: rotation, contention checks), then fits its calibration
-   on the reference networks (``Measurer.calibrate``: ``calibration.reference_specs``, drawn
-   from another space with another seed, so the specs below validate it);
+   on ``--calibration-networks`` other random networks of the same space (seed 1016, as a
+   search calibrates on its own space; the specs below, other seeds, validate it);
 3. every whole network is timed in ``--rounds`` rounds of ``--network-repeats`` single calls
    (``ops.native.compile(build(spec))`` on a random image), the specs in a new shuffled order
    each round; its measured latency is its fastest call;
@@ -55,6 +55,7 @@ from evaluators.latency import LatencyTable, probes
 from evaluators.latency.context import format_input_size, load_1min, parse_input_size
 from evaluators.latency import keys as K
 from evaluators.latency.enumeration import spec_keys
+from evaluators.latency.calibration import reference_specs
 from evaluators.latency.timing import TimingStats, combine_rounds
 from space.space import SearchSpace
 
@@ -75,6 +76,17 @@ def _specs(space_path: str, n: int, seed: int) -> List[Any]:
     space = SearchSpace.from_yaml(space_path)
     rng = random.Random(seed)
     return [space.random(rng) for _ in range(n)]
+
+
+#: the seed of the calibration's networks: disjoint from the validation seeds (0, 1, 2, 100)
+CALIBRATION_SEED = 1016
+
+
+def _reference(args) -> List[Any]:
+    """The calibration networks: random networks of the validated space itself (as a search
+    calibrates on its own space), another seed than the validation specs."""
+    return reference_specs(space=SearchSpace.from_yaml(args.space), seed=CALIBRATION_SEED,
+                           n=args.calibration_networks)
 
 
 def time_networks(table: LatencyTable, specs: Sequence[Any], rounds: int, repeats: int,
@@ -165,7 +177,7 @@ def run(args, threads: int, seed: int, diagnose: bool = False) -> Dict[str, Any]
           f"{format_input_size(size)}, isa {table.context['isa']}", flush=True)
     started = time.perf_counter()
     table.measurer.measure_entries(keys)
-    cal = table.measurer.calibrate()
+    cal = table.measurer.calibrate(_reference(args))
     build_s = time.perf_counter() - started
     net_before = table.measurer.network_tally.to_dict()
     measured = time_networks(table, specs, args.rounds, args.network_repeats, seed + 1)
@@ -190,6 +202,7 @@ def run(args, threads: int, seed: int, diagnose: bool = False) -> Dict[str, Any]
     tmp.cleanup()
     session = table.measurer.session
     return {"threads": threads, "seed": seed, "units": len(keys), "rows": rows,
+            "calibration_networks": args.calibration_networks,
             "diagnosis": diagnosis, "networks": net_tally, "waited_s": waited,
             "stats": _stats(rows), "raw": _stats(rows, "error_raw"), "calibration": cal.to_dict(),
             "busy": session["busy"], "contention": session["contention"], "build_s": build_s,
@@ -223,7 +236,7 @@ def loaded_run(args) -> Dict[str, Any]:
         load_during = load_1min()
         loaded = LatencyTable(size, path=path, threads=threads, clock="wall", calibrate=False)
         loaded.measurer.measure_entries(spec_keys(specs, size))
-        loaded.measurer.calibrate()
+        loaded.measurer.calibrate(_reference(args))
         loaded.save()
         session = dict(loaded.measurer.session)
     finally:
@@ -274,8 +287,9 @@ def render(runs: Sequence[Dict[str, Any]], loaded: Optional[Dict[str, Any]], com
         f"{first['cpu']} ({os.cpu_count()} logical CPUs), ISA path `{first['isa']}`, LR input "
         f"{first['input']} (batch 1), torch {torch.__version__}, wall clock. Each run: "
         f"{len(first['rows'])} random specs of the space (its seed), a fresh table (units "
-        "measured in rotation with contention checks, calibration fitted on the 8 reference "
-        "networks of `evaluators.latency.calibration`, another space and seed), every network "
+        "measured in rotation with contention checks, calibration fitted on "
+        f"{first.get('calibration_networks', 8)} other random networks of the same space, seed "
+        f"{CALIBRATION_SEED}, as a search calibrates on its own space), every network "
         "timed whole (fastest single call over the rounds). Targets: ≥ 95 % within ±10 % and "
         "|mean error| ≤ 3 % at each thread count, every run.",
         "",
@@ -325,8 +339,11 @@ def render(runs: Sequence[Dict[str, Any]], loaded: Optional[Dict[str, Any]], com
               "the kernel's own thread pool). *Model*: the probes now rewrite their inputs in "
               "the calling thread (numpy) and then run their lead, so an FP unit's timed call "
               "follows a binary conv as in a network, and each table is calibrated: "
-              "`predict = factor · raw`, the factor the median of measured / raw over 8 "
-              "reference networks (`evaluators.latency.calibration.REFERENCE_SPACE`, seed 1016) "
+              f"`predict = factor · raw`, the factor the median of measured / raw over "
+              f"{first.get('calibration_networks', 8)} reference networks (random networks of the "
+              f"validated space, seed {CALIBRATION_SEED}: a search passes its space to the table, "
+              "`LatencyTable(calibration_space=...)`; networks of the fixed "
+              "`calibration.REFERENCE_SPACE` gave 0.97 where this space needed 1.06 at 2 threads) "
               "timed whole at the table's thread count, with the contention checks. *Validation*: the specs of every run are other networks "
               "(the default space, the run's seed); the table above is that validation."]
     diag = [r for r in runs if r.get("diagnosis")]
@@ -407,6 +424,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default="0,1,2",
                    help="comma-separated seeds, one independent run each (default 0,1,2)")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--calibration-networks", type=int, default=12,
+                   help="random networks of --space (seed 1016) the calibration is fitted on")
     p.add_argument("--network-repeats", type=int, default=10,
                    help="single calls of each whole network per round (default 10)")
     p.add_argument("--loaded-specs", type=int, default=12,

@@ -195,7 +195,8 @@ class Search:
         from evaluators.latency import LatencyTable
 
         lat = self.cfg["latency"]
-        return LatencyTable(input_size=tuple(lat["input_size"]), path=lat["path"], threads=lat["threads"])
+        return LatencyTable(input_size=tuple(lat["input_size"]), path=lat["path"], threads=lat["threads"],
+                            calibration_space=self.space)  # calibrated on networks of this space
 
     def evaluator_kwargs(self) -> Dict[str, Any]:
         kw = dict(self.cfg["evaluator"])

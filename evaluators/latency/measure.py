@@ -389,7 +389,9 @@ class Measurer:
         ``calibration.fit`` relates their figures to the table's entries. Saves the table when
         its ``autosave`` is on."""
         table = self.table
-        specs = list(reference_specs(table.input_size) if specs is None else specs)
+        if specs is None:
+            specs = reference_specs(table.input_size, space=getattr(table, "calibration_space", None))
+        specs = list(specs)
         keys = [k for s in specs for k in table.entries(s)]
         self.measure_entries(keys)
         kept_before = self.network_tally.kept_busy

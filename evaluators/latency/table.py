@@ -53,14 +53,15 @@ class LatencyTable:
     part (``measure.Measurer``); ``autosave``: save after on-demand measurements; ``check``: check
     a loaded table's canary before use and re-measure the sessions that drifted;
     ``calibrate``: fit a calibration (``calibration``) on the reference networks when the
-    table is first asked to predict and has none (measuring tables only).
+    table is first asked to predict and has none (measuring tables only); they are random
+    networks of ``calibration_space`` (a ``SearchSpace``) when given.
     """
 
     def __init__(self, input_size: Any = (3, 64, 64), path: Optional[PathLike] = None,
                  threads: Optional[int] = None, strict: bool = False, warmup: int = 2,
                  repeats: int = 25, autosave: bool = True, clock: str = "wall",
                  check: bool = True, calibrate: bool = True, on_contention: str = "keep",
-                 retries: int = 4):
+                 retries: int = 4, calibration_space: Any = None):
         self.input_size = parse_input_size(input_size, field="input_size")
         if threads is None:
             threads = torch.get_num_threads()
@@ -72,6 +73,9 @@ class LatencyTable:
         self.strict = bool(strict)
         self.autosave = autosave
         self.auto_calibrate = bool(calibrate) and not self.strict
+        #: the SearchSpace whose random networks the calibration is fitted on (None: the fixed
+        #: ``calibration.REFERENCE_SPACE``); a search passes its own space
+        self.calibration_space = calibration_space
         self.context = current_context(self.input_size, threads, clock)
         self.path = Path(path) if path is not None else store.default_path(self.context)
         self._entries: Dict[str, TimingStats] = {}
