@@ -74,7 +74,7 @@ def _np_sig2(z):
 
 def test_bias_bn_rescale_order():
     """Y = BN(conv + bias) * L(X) * G(X) * S(X), BN in eval mode with set statistics, the three
-    SCALES factors 2 sigmoid(.) of pooled |X| statistics (ops.rescale), computed with loops."""
+    SCALES factors 2 sigmoid(.) of pooled relative |X| statistics (ops.rescale), computed with loops."""
     m = BinaryConv2d(4, 4, 3, bias=True, rescale="both", norm="bn").eval()
     g = torch.Generator().manual_seed(3)
     r = m.rescale
@@ -98,13 +98,15 @@ def test_bias_bn_rescale_order():
     y = y * bn.weight.detach().numpy()[None, :, None, None] + bn.bias.detach().numpy()[None, :, None, None]
     n, c = xn.shape[:2]
     V, v = r.channel_weight.detach().numpy(), r.channel_bias.detach().numpy()
+    mu = np.array([np.abs(xn[i]).mean() for i in range(n)])  # each sample's magnitude
     for i in range(n):
-        pooled = [np.abs(xn[i, ci]).mean() for ci in range(c)]
-        lam = _np_sig2(0.7 * np.abs(xn[i]).mean() - 0.4)
+        pooled = [np.abs(xn[i, ci]).mean() / mu[i] for ci in range(c)]
+        lam = _np_sig2(0.7 * np.log(mu[i]) - 0.4)
         for o in range(4):
             gam = _np_sig2(sum(V[o, ci] * pooled[ci] for ci in range(c)) + v[o])
             y[i, o] *= lam * gam
-    s = _np_sig2(_np_conv_same(np.abs(xn).mean(1, keepdims=True), r.spatial_weight.detach().numpy()) + 0.2)
+    s = _np_sig2(_np_conv_same(np.abs(xn).mean(1, keepdims=True) / mu[:, None, None, None],
+                               r.spatial_weight.detach().numpy()) + 0.2)
     y = y * s
     np.testing.assert_allclose(m(x).detach().numpy(), y, rtol=1e-4, atol=1e-4)
 

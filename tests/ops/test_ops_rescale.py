@@ -31,19 +31,24 @@ def test_maps_equal_explicit_formulas():
     sw, sb = torch.randn(1, 1, 3, 3, generator=g, dtype=torch.float64), torch.randn(1, generator=g, dtype=torch.float64)
     lw, lb = torch.tensor([0.3], dtype=torch.float64), torch.tensor([-0.2], dtype=torch.float64)
     xn = x.numpy()
-    # channel: G[n, o] = 2 sigma(sum_c V[o, c] mean_hw|x|[n, c] + v[o])
+    mu = [np.abs(xn[n]).mean() for n in range(3)]  # the sample's magnitude
+    # channel: G[n, o] = 2 sigma(sum_c V[o, c] mean_hw|x|[n, c] / mu[n] + v[o])
     want_g = np.zeros((3, 4))
     for n in range(3):
         for o in range(4):
-            z = cb[o].item() + sum(cw[o, c].item() * np.abs(xn[n, c]).mean() for c in range(5))
+            z = cb[o].item() + sum(cw[o, c].item() * np.abs(xn[n, c]).mean() / mu[n] for c in range(5))
             want_g[n, o] = _sig2(z)
     np.testing.assert_allclose(channel_map(x, cw, cb).numpy(), want_g, rtol=1e-12)
-    # layer: L[n] = 2 sigma(a mean_chw|x|[n] + b)
-    want_l = np.array([[_sig2(0.3 * np.abs(xn[n]).mean() - 0.2)] for n in range(3)])
+    # layer: L[n] = 2 sigma(a log mu[n] + b)
+    want_l = np.array([[_sig2(0.3 * np.log(mu[n]) - 0.2)] for n in range(3)])
     np.testing.assert_allclose(layer_map(x, lw, lb).numpy(), want_l, rtol=1e-12)
-    # spatial: S = 2 sigma(conv3x3(mean_c|x|) + b)
-    want_s = _sig2(_np_conv3(np.abs(xn).mean(1, keepdims=True), sw[0, 0].numpy(), sb.item()))
+    # spatial: S = 2 sigma(conv3x3(mean_c|x| / mu) + b)
+    k = np.abs(xn).mean(1, keepdims=True) / np.array(mu)[:, None, None, None]
+    want_s = _sig2(_np_conv3(k, sw[0, 0].numpy(), sb.item()))
     np.testing.assert_allclose(spatial_map(x, sw, sb).numpy(), want_s, rtol=1e-12)
+    # the maps do not depend on the input's scale (k = 1 or 255 alike), except L through log mu
+    torch.testing.assert_close(channel_map(255 * x, cw, cb), channel_map(x, cw, cb), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(spatial_map(255 * x, sw, sb), spatial_map(x, sw, sb), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("mode", ["channel", "spatial", "both"])
@@ -97,7 +102,7 @@ def _bn_train(y):
 def test_channel_rescale_after_bn_gets_gradient_analytic():
     """With BN (training mode) the rescale sits after BN: at init (all maps 0, factors 1),
     Y = BN(y) and dL/dv_o = 1/2 sum_{n,h,w} R BN(y)_o, dL/dV[o, c] = 1/2 sum_n p[n, c] sum_hw R BN(y)_o
-    (p = mean_hw|X|), dL/db (layer) = 1/2 sum R BN(y), dL/db (spatial) = 1/2 sum R BN(y):
+    (p = mean_hw|X| / mean_chw|X|), dL/db (layer) = 1/2 sum R BN(y), dL/db (spatial) = 1/2 sum R BN(y):
     2 sigma'(0) = 1/2. The old gamma before BN had gradient ~1e-6 (cancelled by BN)."""
     torch.manual_seed(0)
     m = BinaryConv2d(4, 4, 3, norm="bn", rescale="both").double()
@@ -106,7 +111,7 @@ def test_channel_rescale_after_bn_gets_gradient_analytic():
     (m(x) * R).sum().backward()
     y = F.conv2d(sign(x), sign(m.weight.detach()), padding=1)
     q = (R * _bn_train(y)).sum(dim=(2, 3))  # (N, O)
-    p = x.abs().mean(dim=(2, 3))  # (N, C)
+    p = x.abs().mean(dim=(2, 3)) / x.abs().mean(dim=(1, 2, 3))[:, None]  # (N, C): relative magnitudes
     r = m.rescale
     torch.testing.assert_close(r.channel_bias.grad, 0.5 * q.sum(0), rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(r.channel_weight.grad, 0.5 * q.t() @ p, rtol=1e-9, atol=1e-9)

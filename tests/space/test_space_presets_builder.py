@@ -13,8 +13,7 @@ torch.manual_seed(0)
 
 
 def test_names_and_unknown_name():
-    assert presets.names() == ["e2fif", "e2fif_repeat", "ebsr", "lmb", "bam", "ari", "bbcu_l",
-                               "bbcu_m", "xnor", "fp"]
+    assert presets.names() == ["e2fif", "ebsr", "lmb", "bam", "ari", "bbcu_l", "bbcu_m", "xnor", "fp"]
     with pytest.raises(ValueError, match=r"unknown preset 'react'.*e2fif.*bbcu_l"):
         presets.get("react")
 

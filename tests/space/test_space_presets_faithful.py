@@ -172,10 +172,11 @@ def test_fp_is_msrresnet(scale, c, n):
 
 
 def test_every_preset_is_named_and_every_binary_conv_is_documented():
-    documented = {"e2fif", "e2fif_repeat", "ebsr", "lmb", "bam", "ari", "bbcu_l", "bbcu_m",
-                  "xnor", "fp"}
-    assert set(presets.names()) == documented
-    for name in presets.names():
+    documented = {"e2fif", "ebsr", "lmb", "bam", "ari", "bbcu_l", "bbcu_m", "xnor", "fp"}
+    assert set(presets.names()) == documented and presets.variants() == ["e2fif_repeat"]
+    with pytest.raises(ValueError, match="variants: \\['e2fif_repeat'\\]"):
+        presets.get("nope")
+    for name in presets.names() + presets.variants():
         spec = presets.get(name, 2, 8, 1)
         for layer in spec.layers + spec.tail_layers:
             assert isinstance(layer, LayerSpec)
