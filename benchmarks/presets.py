@@ -317,6 +317,19 @@ def _cpu_name() -> str:
     return cpu_name()
 
 
+def code_digest() -> str:
+    """sha1 (12 hex digits) of the Python sources that decide a result: the operators, the
+    builder and presets, the training and evaluation code."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for sub in ("ops", "space", "evaluators"):
+        for path in sorted((REPO / sub).rglob("*.py")):
+            h.update(str(path.relative_to(REPO)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.presets",
                                  description=__doc__.split("\n")[0])
@@ -351,6 +364,7 @@ def main(argv=None) -> int:
     specs = study_specs(args.scale, args.channels, args.blocks, only)
     budget = {k: getattr(args, k) for k in ("steps", "batch", "patch", "lr", "data_root")}
     budget["sets"] = list(args.sets)
+    budget["code"] = code_digest()  # results of other operator or training code are not reused
     key = json.dumps(budget, sort_keys=True)
     store = work / "results.json"
     data = json.loads(store.read_text()) if store.exists() else {}
