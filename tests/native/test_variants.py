@@ -302,3 +302,61 @@ def test_register_tail_equals_the_buffered_epilogue(isa, c, o, h, w, act_at, res
             np.testing.assert_array_equal(out, first[0], err_msg=f"{isa} v{v} vs v0")
             if planes:
                 np.testing.assert_array_equal(bits, first[1], err_msg=f"{isa} v{v} vs v0")
+
+
+def _pool_case():
+    x, wt, _, g = _case(64, 64, 3, 9, 23, n=2)
+    xb, wb = native.pack_activations(x), native.pack_weights(wt)
+    e = dict(part_scale=(torch.rand(1, 64, generator=g) + 0.5).numpy(),
+             post_scale=torch.randn(64, generator=g).numpy(), fma=True)
+    return xb, wb, e
+
+
+def _pool_run(xb, wb, e, threads):
+    layer = ext.Layer(wb, 64, 64, fold=True, **e)
+    out = np.empty((2, 9, 23, 64), np.float32).transpose(0, 3, 1, 2)
+    layer.run(xb, out, None, None, None, None, threads, 5)
+    return out.copy(), native.conv2d(xb, wb, 64, 64, mode="int", threads=threads)
+
+
+@needs_ext
+def test_openmp_team_and_own_pool_give_the_same_results():
+    """The kernels on torch's OpenMP team (the default where torch has GNU libgomp) and on the
+    extension's own pool: the same values at 1-3 threads (3 > the cores here: a team of 3)."""
+    if kernels.POOL != "openmp":
+        pytest.skip(f"kernels not on torch's OpenMP team here: {kernels.POOL_NOTE}")
+    xb, wb, e = _pool_case()
+    want = reference.conv_int(xb, wb, 64, 64)
+    for threads in (1, 2, 3):
+        omp = _pool_run(xb, wb, e, threads)
+        ext.detach_openmp()
+        try:
+            assert ext.pool_backend() == "own"
+            own = _pool_run(xb, wb, e, threads)
+        finally:
+            assert ext.attach_openmp(kernels._loaded_libgomp()) == ""
+        assert ext.pool_backend() == "openmp"
+        np.testing.assert_array_equal(omp[0], own[0])
+        np.testing.assert_array_equal(omp[1], want)
+        np.testing.assert_array_equal(own[1], want)
+
+
+def _child_conv(_):
+    xb, wb, e = _pool_case()
+    return ext.pool_backend(), _pool_run(xb, wb, e, 2)[1]
+
+
+@needs_ext
+def test_a_forked_child_computes_on_its_own_pool():
+    """After fork the parent's OpenMP team does not exist in the child: the child's calls take
+    the extension's pool (rebuilt there) and give the same integers, without hanging."""
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    xb, wb, _ = _pool_case()
+    native.conv2d(xb, wb, 64, 64, mode="int", threads=2)  # the parent's team / pool exists
+    with mp.get_context("fork").Pool(1) as pool:
+        backend, got = pool.apply_async(_child_conv, (0,)).get(timeout=120)
+    assert backend == "own"
+    np.testing.assert_array_equal(got, reference.conv_int(xb, wb, 64, 64))
