@@ -441,7 +441,7 @@ def main(argv=None) -> int:
                    help="skip the diagnosis of the first run of each thread count (in-sample "
                         "costs, FP units timed with the old torch-op input rewrite)")
     args = p.parse_args(argv)
-    for name in ("specs", "rounds", "network_repeats", "loaded_threads"):
+    for name in ("specs", "rounds", "network_repeats", "loaded_threads", "calibration_networks"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')}: {getattr(args, name)} given; allowed: a positive integer")
     threads = _ints(p, "threads", args.threads)

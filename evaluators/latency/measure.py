@@ -308,11 +308,9 @@ class Measurer:
         # the machine is idle (a table measured under load kept its calibration before, and
         # predicted 14 % low at idle after its entries were measured again: AMD Zen 5, 2 threads)
         cal = table.calibration
-        out["calibration_dropped"] = False
         if cal is not None and (gone or cal.busy):
             table.calibration = None
-            table.calibration_dropped = True
-            out["calibration_dropped"] = True
+            out["calibration_dropped"] = True  # table.save does not merge it back from the file
         return out
 
     # -- whole networks --------------------------------------------------------------------

@@ -83,8 +83,6 @@ class LatencyTable:
         self._sessions: List[Dict[str, Any]] = []  # the session records known (from the file)
         self.calibration: Optional[Calibration] = None
         self.check_result: Optional[Dict[str, Any]] = None  # what the canary check found
-        # the canary check dropped the file's calibration: saving must not merge it back
-        self.calibration_dropped = False
         from evaluators.latency.measure import Measurer
 
         self.measurer: Optional[Measurer] = None if self.strict else Measurer(
@@ -180,8 +178,9 @@ class LatencyTable:
                 if own is not None:
                     by_id.pop(own["id"], None)
                 self._sessions = list(by_id.values())
-                if (self.calibration is None and data["calibration"] is not None
-                        and not self.calibration_dropped):
+                # a calibration the canary check dropped is not merged back from the file
+                dropped = (self.check_result or {}).get("calibration_dropped", False)
+                if self.calibration is None and data["calibration"] is not None and not dropped:
                     self.calibration = Calibration.from_dict(data["calibration"])
         return store.save(target, self.context, self._entries, measured=self.measured(),
                           sessions=self._session_of,

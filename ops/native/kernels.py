@@ -47,8 +47,13 @@ def _loaded_libgomp() -> Optional[str]:
 #: torch uses GNU libgomp) or ``own`` (the extension's thread pool; ``BSRNAS_POOL=own``)
 POOL = "own"
 POOL_NOTE = ""
+_pool_env = os.environ.get("BSRNAS_POOL", "openmp").strip().lower()
+if _pool_env not in ("openmp", "own"):
+    warnings.warn(f"BSRNAS_POOL={os.environ.get('BSRNAS_POOL')!r} given; allowed: 'openmp' or 'own'. "
+                  "Using 'openmp'.", RuntimeWarning, stacklevel=2)
+    _pool_env = "openmp"
 if _ext is not None and hasattr(_ext, "attach_openmp"):
-    if os.environ.get("BSRNAS_POOL", "openmp").lower() != "own":
+    if _pool_env == "openmp":
         _gomp = _loaded_libgomp() if torch.__config__.parallel_info().find("OpenMP") >= 0 else None
         POOL_NOTE = _ext.attach_openmp(_gomp) if _gomp else "torch has no GNU OpenMP runtime here"
         POOL = _ext.pool_backend()
