@@ -169,15 +169,18 @@ def run(args, threads: int, seed: int, diagnose: bool = False) -> Dict[str, Any]
     size = parse_input_size(args.input, field="--input")
     specs = _specs(args.space, args.specs, seed)
     tmp = tempfile.TemporaryDirectory(prefix="bsrnas-latency-")
-    load_start = load_1min()
     table = LatencyTable(size, path=Path(tmp.name) / "table.json", threads=threads,
                          autosave=False, clock="wall", calibrate=False)
+    quiet_s, quiet = table.measurer.wait_quiet(args.wait_quiet)
+    waited += quiet_s
+    load_start = load_1min()
     keys = spec_keys(specs, size)
     print(f"threads {threads}, seed {seed}: {len(specs)} specs, {len(keys)} distinct units, input "
           f"{format_input_size(size)}, isa {table.context['isa']}", flush=True)
     started = time.perf_counter()
-    table.measurer.measure_entries(keys)
-    cal = table.measurer.calibrate(_reference(args))
+    # the units of the specs and of the calibration's networks in one session, the networks'
+    # rounds spread over it (as ``bsrnas lut build`` does)
+    cal = table.measurer.calibrate(_reference(args), keys=keys)
     build_s = time.perf_counter() - started
     net_before = table.measurer.network_tally.to_dict()
     measured = time_networks(table, specs, args.rounds, args.network_repeats, seed + 1)
@@ -203,7 +206,7 @@ def run(args, threads: int, seed: int, diagnose: bool = False) -> Dict[str, Any]
     session = table.measurer.session
     return {"threads": threads, "seed": seed, "units": len(keys), "rows": rows,
             "calibration_networks": args.calibration_networks,
-            "diagnosis": diagnosis, "networks": net_tally, "waited_s": waited,
+            "diagnosis": diagnosis, "networks": net_tally, "waited_s": waited, "quiet": quiet,
             "stats": _stats(rows), "raw": _stats(rows, "error_raw"), "calibration": cal.to_dict(),
             "busy": session["busy"], "contention": session["contention"], "build_s": build_s,
             "load": (load_start, load_1min()), "isa": table.context["isa"],
@@ -235,8 +238,7 @@ def loaded_run(args) -> Dict[str, Any]:
         time.sleep(2.0)
         load_during = load_1min()
         loaded = LatencyTable(size, path=path, threads=threads, clock="wall", calibrate=False)
-        loaded.measurer.measure_entries(spec_keys(specs, size))
-        loaded.measurer.calibrate(_reference(args))
+        loaded.measurer.calibrate(_reference(args), keys=spec_keys(specs, size))
         loaded.save()
         session = dict(loaded.measurer.session)
     finally:
@@ -247,7 +249,8 @@ def loaded_run(args) -> Dict[str, Any]:
                              strict=True)
     poisoned = [unchecked.predict(s) for s in specs]
     for attempt in range(5):  # the machine is shared: wait for an idle moment to check
-        checked = LatencyTable(size, path=path, threads=threads, clock="wall")
+        checked = LatencyTable(size, path=path, threads=threads, clock="wall",
+                               calibration_space=SearchSpace.from_yaml(args.space))
         check = checked.check_result
         if not check["busy_now"]:
             break
@@ -437,6 +440,10 @@ def main(argv=None) -> int:
     p.add_argument("--wait-idle", type=float, default=0.0,
                    help="before each run, wait up to this many seconds for the 1-minute load "
                         "average to fall below 1 (the machine is shared; default 0)")
+    p.add_argument("--wait-quiet", type=float, default=120.0,
+                   help="before each run, wait up to this many seconds until the canary units "
+                        "time at their best 8 times in a row (Measurer.wait_quiet: other guests "
+                        "of a shared host do not show in the load average; default 120)")
     p.add_argument("--no-diagnosis", action="store_true",
                    help="skip the diagnosis of the first run of each thread count (in-sample "
                         "costs, FP units timed with the old torch-op input rewrite)")

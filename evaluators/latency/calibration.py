@@ -32,7 +32,7 @@ from evaluators.latency.timing import TimingStats
 
 #: a calibrated prediction stays within these factors of the raw sum
 BOUNDS = (0.5, 2.0)
-N_REFERENCE = 8
+N_REFERENCE = 12
 REFERENCE_SEED = 1016
 #: the space the reference networks are drawn from: every architecture of a x2 binary SR
 #: network (widths, depths, heads, tails) and the per-conv choices that change the work most

@@ -13,14 +13,18 @@ the tail follow binary convs in a network). Measured on 50 random specs of the d
 (Intel Xeon, avx512, 64x64): one rotation mixing every kind made 32-channel binary convs 10-15 %
 slower than inside a network.
 
-**Contention** (``contention``). Each rotation chunk is a window: the time this process's
-threads waited for a core, the hypervisor's steal time and the re-timed canary (the reference
-units of ``canary_keys``) over its best figure of the session decide whether the machine was
-busy (``contention.judge``). A busy chunk is re-measured after a pause (``backoff``: twice
-the chunk's time, doubled at each retry, at most ``pause_s``), up to ``retries`` times, every
-attempt's samples kept (each figure is the fastest call over all of them) (once ``PERSISTENT`` chunks of a session stayed busy through their retries, the machine
-is taken as busy for good and later chunks are not retried); still busy, it is kept and the
-session flagged ``busy``
+**Contention** (``contention``). Each rotation chunk is a window, and so is each timing of a
+whole network (``time_networks``): the time this process's threads waited for a core, the
+hypervisor's steal time, other processes' CPU time and the canary (the reference units of
+``canary_keys``, called back to back, ``time_canary``) re-timed just before and just after the
+window, over its best figures (``best_canary``: the fastest of a few timings at the start,
+then of every re-timing), decide whether the machine was busy (``contention.judge``). A busy
+window is measured again after a pause (``backoff``: twice the window's time, doubled at each
+retry, at most ``pause_s``), up to ``retries`` times, every attempt's samples kept (each
+figure is the fastest call over all of them); once ``PERSISTENT`` windows in a row stayed busy
+by a local load (a process of this machine) through their retries, the machine is taken as
+busy for good and later windows are not retried until one is idle again (a window busy by the
+canary's drift alone, another guest's burst, is always retried). A chunk still busy is kept and the session flagged ``busy``
 (``on_contention="keep"``) or the measurement refused with ``ContentionError``
 (``on_contention="refuse"``).
 
@@ -98,10 +102,24 @@ def filler_keys(input_size) -> Dict[str, List[Dict[str, Any]]]:
 
 
 def canary_keys(input_size) -> List[str]:
-    """The reference units of a table (canonical keys): a 32- and a 64-channel binary conv and
-    the FP head, at the table's input size."""
+    """The reference units of a table (canonical keys): a 32- and a 64-channel binary conv,
+    the FP head and the runtime's call overhead (Python and dispatch: the part of a network that
+    a slower core front end slows most), at the table's input size."""
     f = filler_keys(input_size)
-    return [canonical_key(f["bconv"][0]), canonical_key(f["bconv"][4]), canonical_key(f["fp"][0])]
+    _, h, w = input_size
+    return [canonical_key(f["bconv"][0]), canonical_key(f["bconv"][4]), canonical_key(f["fp"][0]),
+            canonical_key({"kind": "overhead", "h": h, "w": w})]
+
+
+#: the canary protocol: each unit called back to back, ``CANARY_WARMUP`` untimed calls then
+#: ``CANARY_SAMPLES`` timed ones, its figure the fastest (a hot call: on an idle machine the
+#: same within 1-2 % from one timing to the next, AMD Zen 4 VM); a baseline is the fastest of
+#: ``BASELINE_TIMINGS`` timings ``BASELINE_GAP_S`` apart (a burst of another guest lasts
+#: 0.3-2 s there: one of the timings falls outside it)
+CANARY_WARMUP = 3
+CANARY_SAMPLES = 15
+BASELINE_TIMINGS = 3
+BASELINE_GAP_S = 0.25
 
 
 class Measurer:
@@ -132,7 +150,9 @@ class Measurer:
         self.limits = dict(C.limits_for(table.threads), **(limits or {}))
         self._clock = clock_for(table.clock, table.threads)
         self._fillers: Dict[str, List[Callable[[], Any]]] = {}
-        self._canary: Optional[Dict[str, Dict[str, Callable[[], Any]]]] = None  # family -> probes
+        self._canary: Optional[Dict[str, Callable[[], Any]]] = None  # key -> probe
+        self._best: Optional[Dict[str, float]] = None  # the fastest canary figures seen
+        self._streak = 0  # consecutive windows kept busy after their retries (``PERSISTENT``)
         self.session: Optional[Dict[str, Any]] = None  # this measurer's session, once it measured
         self.tally = C.Tally()
         self.network_tally = C.Tally()  # the whole-network timings (``time_networks``)
@@ -159,32 +179,44 @@ class Measurer:
         return time_rotation(probes, samples=samples, warmup=warmup, clock=self._clock,
                              fillers=fillers, seed=seed)
 
-    def time_canary(self, samples: int = 9) -> Dict[str, float]:
-        """The canary units (``canary_keys``) timed now, in one rotation: key -> fastest call (ms)."""
+    def time_canary(self, samples: int = CANARY_SAMPLES) -> Dict[str, float]:
+        """The canary units (``canary_keys``) timed now: each called back to back
+        (``CANARY_WARMUP`` untimed calls, then ``samples`` timed), key -> fastest call (ms)."""
         keys = canary_keys(self.table.input_size)
         with threads_ctx(self.threads):
             if self._canary is None:
-                self._canary = {fam: self._probes([k for k in keys if family(k) == fam], fam)
-                                for fam in ("bconv", "fp")}
-            out: Dict[str, float] = {}
-            for fam, probes in self._canary.items():
-                stats = self._rotation(probes, samples, 1, 0, fam)
-                out.update((k, s.min_ms) for k, s in stats.items())
-        return out
+                self._canary = {k: make_probe(key_dict(k), self.threads) for k in keys}
+            return {k: time_callable(p, warmup=CANARY_WARMUP, repeats=samples, min_sample_ms=0.0,
+                                     clock=self._clock).min_ms
+                    for k, p in self._canary.items()}
+
+    def canary_baseline(self, timings: int = BASELINE_TIMINGS,
+                        gap_s: float = BASELINE_GAP_S) -> Dict[str, float]:
+        """The canary's figures on this machine as it runs at its fastest now: per unit, the
+        fastest of ``timings`` timings (``time_canary``) ``gap_s`` apart."""
+        best: Dict[str, float] = {}
+        for i in range(max(1, timings)):
+            if i:
+                time.sleep(gap_s)
+            for k, v in self.time_canary().items():
+                best[k] = min(best.get(k, v), v)
+        return best
 
     # -- sessions --------------------------------------------------------------------------
     def _open_session(self) -> Dict[str, Any]:
         """This measurer's session record; a first measurement (or the first one in a forked
-        process) opens it, with its canary baseline."""
+        process) opens it, with its canary baseline (the measurer's best figures, updated as
+        the session re-times its canary)."""
         if self.session is not None and self.session["pid"] != os.getpid():
             self.table.sessions().append(self.session)  # a copy made before a fork: the parent's
             self.session = None
+            self._best = None
         if self.session is None:
             self.tally = C.Tally()
             self.session = {"id": uuid.uuid4().hex[:16], "started": utc_now(), "finished": None,
                             "load_1min_start": load_1min(), "load_1min_end": None, "entries": 0,
                             "host": socket.gethostname(), "pid": os.getpid(), "busy": False,
-                            "canary": self.time_canary(), "contention": None}
+                            "canary": self.best_canary(), "contention": None}
         return self.session
 
     def _close_window(self, count: int) -> None:
@@ -192,24 +224,68 @@ class Measurer:
         s.update(finished=utc_now(), load_1min_end=load_1min(), entries=s["entries"] + count,
                  contention=self.tally.to_dict())
 
-    def _drift(self) -> Optional[float]:
-        """The canary re-timed now over the session's best figures (median ratio); the best
-        figures are updated."""
-        best = self.session["canary"]
-        now = self.time_canary(samples=5)
-        ratio = C.canary_drift(now, best)
+    def best_canary(self) -> Dict[str, float]:
+        """The fastest canary figures this measurer has seen (``canary_baseline`` on first use,
+        then lowered by every re-timing, ``drift``); the session record holds the same dict."""
+        if self._best is None:
+            self._best = self.canary_baseline()
+        return self._best
+
+    def drift(self) -> Optional[float]:
+        """The canary re-timed now over the best figures so far (``contention.canary_slowdown``:
+        the slowest unit's ratio); the best figures are then updated."""
+        best = self.best_canary()
+        now = self.time_canary()
+        ratio = C.canary_slowdown(now, best)
         for k, v in now.items():
             best[k] = min(best.get(k, v), v)
         return ratio
 
+    def wait_quiet(self, timeout_s: float, checks: int = 8, gap_s: float = 0.25):
+        """Wait until the machine is quiet: the canary re-timed ``checks`` times in a row,
+        ``gap_s`` apart, each time judged idle (within the drift limit of its best, no local
+        load), for at most ``timeout_s`` seconds. Returns (seconds waited, quiet or not)."""
+        start = time.monotonic()
+        run = 0
+        with threads_ctx(self.threads):
+            while True:
+                before = C.snapshot()
+                drift = self.drift()
+                window = C.window(before, C.snapshot(), drift=drift, threads=self.threads)
+                run = 0 if C.judge(window, self.limits).busy else run + 1
+                waited = time.monotonic() - start
+                if run >= checks:
+                    return waited, True
+                if waited >= timeout_s:
+                    return waited, False
+                time.sleep(gap_s)
+
+    def _judged(self, work: Callable[[], Any], tally: "C.Tally"):
+        """Run ``work`` as one window: the canary re-timed just before and just after it (the
+        window's drift: the larger), the scheduler's counters around it; returns what
+        ``work`` returned and the verdict (``contention.judge``), counted in ``tally``."""
+        before = self.drift()
+        start = C.snapshot()
+        out = work()
+        end = C.snapshot()
+        after = self.drift()
+        drifts = [d for d in (before, after) if d is not None]
+        window = C.window(start, end, drift=max(drifts) if drifts else None, threads=self.threads)
+        verdict = C.judge(window, self.limits)
+        tally.add(window, verdict)
+        return out, verdict, window
+
     # -- units -----------------------------------------------------------------------------
-    def measure_entries(self, keys: Iterable[str], force: bool = False, progress=None) -> int:
+    def measure_entries(self, keys: Iterable[str], force: bool = False, progress=None,
+                        after_chunk: Optional[Callable[[int, int], None]] = None) -> int:
         """Measure every key the table lacks (all of them with ``force``); return the count.
         The keys are timed in rotation, ``ROTATION_CHUNK`` at a time and one family at a time
         (see the module docstring), each chunk judged for contention (re-measured, kept and
         flagged, or refused). ``progress``: an optional callable called with each key once it
-        is measured. Saves the table when its ``autosave`` is on and something was measured.
-        What is measured is added to this measurer's session record, also when interrupted."""
+        is measured; ``after_chunk``: one called with (chunks done, chunks in all) after each
+        chunk (``calibrate`` times its networks there). Saves the table when its ``autosave``
+        is on and something was measured. What is measured is added to this measurer's session
+        record, also when interrupted."""
         table = self.table
         todo = [k for k in dict.fromkeys(keys) if force or k not in table]
         by_family: Dict[str, List[str]] = {"bconv": [], "fp": []}
@@ -217,49 +293,69 @@ class Measurer:
             by_family[family(key)].append(key)
         if not todo:
             return 0
+        chunks = [(fam, fam_keys[start:start + ROTATION_CHUNK], start + len(fam_keys))
+                  for fam, fam_keys in by_family.items()
+                  for start in range(0, len(fam_keys), ROTATION_CHUNK)]
         with threads_ctx(self.threads):
             session = self._open_session()
-            for fam, fam_keys in by_family.items():
-                for start in range(0, len(fam_keys), ROTATION_CHUNK):
-                    chunk = fam_keys[start:start + ROTATION_CHUNK]
-                    stats = self._judged_chunk(chunk, fam, seed=start + len(fam_keys))
-                    for key in chunk:
-                        table.put(key, stats[key], session["id"])
-                        if progress is not None:
-                            progress(key)
-                    self._close_window(len(chunk))
+            for done, (fam, chunk, seed) in enumerate(chunks, 1):
+                stats = self._judged_chunk(chunk, fam, seed=seed)
+                for key in chunk:
+                    table.put(key, stats[key], session["id"])
+                    if progress is not None:
+                        progress(key)
+                self._close_window(len(chunk))
+                if after_chunk is not None:
+                    after_chunk(done, len(chunks))
         if table.autosave:
             table.save()
         return len(todo)
 
-    def _judged_chunk(self, chunk: Sequence[str], fam: str, seed: int) -> Dict[str, TimingStats]:
-        # a machine that stayed busy through the retries of PERSISTENT chunks of this session
-        # is busy for good: later chunks are judged and flagged, not retried
-        retries = self.retries if self.tally.kept_busy < PERSISTENT else 0
-        probes = self._probes(chunk, fam)
-        attempts: List[Dict[str, TimingStats]] = []
-        for attempt in range(retries + 1):
-            start = C.snapshot()
-            attempts.append(self._rotation(probes, self.repeats, self.warmup, seed, fam))
-            end = C.snapshot()
-            window = C.window(start, end, drift=self._drift(), threads=self.threads)
-            verdict = C.judge(window, self.limits)
-            self.tally.add(window, verdict)
-            # every attempt's samples count (a figure is a fastest call: more samples taken at
-            # other moments can only bring it closer to the idle machine's)
-            stats = {k: combine_rounds([a[k] for a in attempts]) for k in chunk}
+    def _retried(self, work: Callable[[], Any], tally: "C.Tally"):
+        """Run ``work`` as judged windows (``_judged``) until one is idle: a busy one is run
+        again after a pause (``backoff``), up to ``retries`` times, or not at all once
+        ``PERSISTENT`` windows in a row stayed busy through their retries (the machine is
+        busy for good; an idle window ends that). Returns the results of every attempt and
+        whether the last window was still busy (then counted in ``tally.kept_busy``). The
+        streak counts only windows kept busy by a local load (``Verdict.local``: a process of
+        this machine holding the cores does not go away in seconds); a window busy by the
+        canary's drift alone (another guest of the host, in bursts of seconds) is always
+        retried."""
+        retries = self.retries if self._streak < PERSISTENT else 0
+        results: List[Any] = []
+        attempt = 0
+        while True:
+            out, verdict, window = self._judged(work, tally)
+            results.append(out)
             if not verdict.busy:
-                return stats
-            if attempt < retries:
-                self.tally.retries += 1
-                time.sleep(backoff(attempt, window.wall_s, self.pause_s))
+                self._streak = 0
+                return results, verdict
+            if not verdict.local:
+                retries = self.retries  # bursts pass: a busy streak by drift alone keeps retrying
+            if attempt >= retries:
+                break
+            tally.retries += 1
+            time.sleep(backoff(attempt, window.wall_s, self.pause_s))
+            attempt += 1
+        tally.kept_busy += 1
+        self._streak = self._streak + 1 if verdict.local else 0
+        return results, verdict
+
+    def _judged_chunk(self, chunk: Sequence[str], fam: str, seed: int) -> Dict[str, TimingStats]:
+        probes = self._probes(chunk, fam)
+        attempts, verdict = self._retried(
+            lambda: self._rotation(probes, self.repeats, self.warmup, seed, fam), self.tally)
+        # every attempt's samples count (a figure is a fastest call: more samples taken at
+        # other moments can only bring it closer to the idle machine's)
+        stats = {k: combine_rounds([a[k] for a in attempts]) for k in chunk}
+        if not verdict.busy:
+            return stats
         if self.on_contention == "refuse":
             self._close_window(0)
             raise C.ContentionError(
                 f"latency table {self.table.path}: the machine stayed busy while measuring "
                 f"({'; '.join(verdict.reasons)}) through {self.retries} retries; measure when "
                 f"it is idle, or pass on_contention='keep' to keep busy figures (flagged)")
-        self.tally.kept_busy += 1
         self.session["busy"] = True
         return stats
 
@@ -278,10 +374,12 @@ class Measurer:
             if attempt:
                 time.sleep(pause_s)
             start = C.snapshot()
-            now = self.time_canary(samples=9)
+            now = self.canary_baseline()
             verdict = C.judge(C.window(start, C.snapshot(), threads=self.threads), self.limits)
             if not verdict.busy:
                 break
+        if not verdict.busy and self._best is None:
+            self._best = dict(now)  # the baseline of a session that measures now
         out: Dict[str, Any] = {"busy_now": verdict.busy, "reasons": list(verdict.reasons),
                                "canary_ms": now, "ratios": {}, "drifted": [], "unchecked": [],
                                "dropped": [], "calibration_dropped": False}
@@ -295,7 +393,7 @@ class Measurer:
             out["ratios"][rec["id"]] = ratio
             # a session flagged busy while it measured is re-measured on an idle machine even
             # when its canary agrees: its canary baseline was taken under the same load
-            if C.drifted(ratio, self.limits["drift"]) or rec.get("busy"):
+            if C.drifted(ratio, self.limits.get("stale", C.LIMITS["stale"])) or rec.get("busy"):
                 out["drifted"].append(rec["id"])
         gone = set(out["drifted"])
         if gone:
@@ -345,60 +443,87 @@ class Measurer:
 
     def time_networks(self, probes: Sequence[Callable[[], Any]], rounds: int = 3,
                       repeats: int = 10, seed: int = 0) -> List[TimingStats]:
-        """Whole networks (``network_probe``) timed in ``rounds`` rounds, a new order each
-        (``random.Random(seed)``), each time ``repeats`` single calls after one untimed; a
-        timing found busy (``contention.judge``, without the canary) is taken again after a
-        pause, up to ``retries`` times (counted in ``network_tally``; ``kept_busy``: timings
-        still busy after them; once ``PERSISTENT`` of this call's timings were, the machine is
-        taken as busy for good and later ones are not retried). Each network's figure:
-        its fastest call (``combine_rounds``)."""
+        """Whole networks (``network_probe``) timed in ``rounds`` rounds (``network_round``),
+        each network's figure its fastest call over every attempt of every round
+        (``combine_rounds``)."""
         runs: List[List[TimingStats]] = [[] for _ in probes]
         order = random.Random(seed)
-        kept_before = self.network_tally.kept_busy
         for _ in range(rounds):
-            idx = list(range(len(probes)))
-            order.shuffle(idx)
-            for i in idx:
-                # busy for good (PERSISTENT timings stayed busy through their retries): no retries
-                retries = self.retries if self.network_tally.kept_busy - kept_before < PERSISTENT else 0
-                for attempt in range(retries + 1):
-                    start = C.snapshot()
-                    runs[i].append(self.time_probe(probes[i], warmup=1, repeats=repeats))
-                    window = C.window(start, C.snapshot(), threads=self.threads)
-                    verdict = C.judge(window, self.limits)
-                    self.network_tally.add(window, verdict)
-                    if not verdict.busy:
-                        break
-                    if attempt < retries:
-                        self.network_tally.retries += 1
-                        time.sleep(backoff(attempt, window.wall_s, self.pause_s))
-                    else:
-                        self.network_tally.kept_busy += 1
+            self.network_round(probes, runs, repeats, order)
         return [combine_rounds(r) for r in runs]
+
+    def network_round(self, probes: Sequence[Callable[[], Any]], runs: List[List[TimingStats]],
+                      repeats: int, order: random.Random) -> List[bool]:
+        """One round: every network timed once, in a new order (``order.shuffle``), ``repeats``
+        single calls after one untimed, as one window judged like a chunk of units
+        (``_retried``: the canary re-timed before and after, a busy timing taken again after a
+        pause; counted in ``network_tally``, ``kept_busy``: timings still busy after their
+        retries). Every attempt's timing is appended to ``runs[i]``; returns per network
+        whether its timing was idle."""
+        idx = list(range(len(probes)))
+        order.shuffle(idx)
+        idle = [False] * len(probes)
+        with threads_ctx(self.threads):
+            for i in idx:
+                attempts, verdict = self._retried(
+                    lambda: self.time_probe(probes[i], warmup=1, repeats=repeats),
+                    self.network_tally)
+                runs[i].extend(attempts)
+                idle[i] = not verdict.busy
+        return idle
 
     # -- calibration -----------------------------------------------------------------------
     def calibrate(self, specs: Optional[Sequence[Any]] = None, rounds: int = 5,
-                  network_repeats: int = 10) -> Calibration:
+                  network_repeats: int = 10, keys: Iterable[str] = (),
+                  progress=None, after_chunk=None) -> Calibration:
         """Fit and set the table's calibration on ``specs`` (default: ``reference_specs``):
-        their units are measured (those the table lacks), then the whole networks are timed
-        (``time_networks``: ``rounds`` rounds of ``network_repeats`` single calls, the same
-        statistic a network is validated with: five rounds, because on a machine that is busy
-        in episodes the fastest call over fewer rounds stays high and the factor with it), and
-        ``calibration.fit`` relates their figures to the table's entries. Saves the table when
-        its ``autosave`` is on."""
+        their units are measured (those the table lacks, with ``keys``, further units to
+        measure in the same session; ``progress`` and ``after_chunk``, called after each chunk
+        of units (``lut build`` saves the table there), as in ``measure_entries``) and the whole
+        networks are timed in ``rounds`` rounds of ``network_repeats`` single calls
+        (``network_round``, the statistic a network is validated with). The rounds are spread
+        over the measurement of the units, one after every few chunks (the rest, all of them
+        when nothing is left to measure, after it), so the networks and the units they are
+        related to see the same machine: on a shared VM whose speed changes for seconds to
+        minutes at a time (the AMD Zen 4 VM at 2 threads), rounds run back to back after the
+        units measured the networks in one state and the units in others, and the factor
+        followed the state of those seconds (1.064-1.184 across runs). ``calibration.fit``
+        relates the networks' figures to the table's entries; the fit is flagged ``busy`` when
+        a network had no idle timing in any round. Saves the table when its ``autosave`` is
+        on."""
         table = self.table
         if specs is None:
             specs = reference_specs(table.input_size, space=getattr(table, "calibration_space", None))
         specs = list(specs)
-        keys = [k for s in specs for k in table.entries(s)]
-        self.measure_entries(keys)
-        kept_before = self.network_tally.kept_busy
-        measured = [s.min_ms for s in self.time_networks(
-            [self.network_probe(s) for s in specs], rounds, network_repeats)]
-        busy = self.network_tally.kept_busy > kept_before
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+            raise ValueError(f"invalid rounds {rounds!r}; allowed: an integer >= 1")
+        probes = [self.network_probe(s) for s in specs]
+        runs: List[List[TimingStats]] = [[] for _ in specs]
+        idle = [False] * len(specs)
+        order = random.Random(0)
+        done_rounds = [0]
+
+        def timed_round() -> None:
+            for i, ok in enumerate(self.network_round(probes, runs, network_repeats, order)):
+                idle[i] = idle[i] or ok
+            done_rounds[0] += 1
+
+        def between(done: int, total: int) -> None:
+            if after_chunk is not None:
+                after_chunk(done, total)
+            # round r (1-based) runs after chunk ceil(r * total / rounds), the last one excepted
+            while done_rounds[0] < rounds - 1 and done * rounds >= (done_rounds[0] + 1) * total:
+                timed_round()
+
+        keys = list(keys) + [k for s in specs for k in table.entries(s)]
+        self.measure_entries(keys, progress=progress, after_chunk=between)
+        while done_rounds[0] < rounds:
+            timed_round()
+        measured = [combine_rounds(r).min_ms for r in runs]
         feats = [table.features(s) for s in specs]
         session = self._open_session()
-        cal = fit(feats, measured, session=session["id"], threads=self.threads, busy=busy)
+        cal = fit(feats, measured, session=session["id"], threads=self.threads,
+                  busy=not all(idle))
         self._close_window(0)
         table.calibration = cal
         if table.autosave:

@@ -10,10 +10,11 @@ space definition (``evaluators.latency.enumeration.space_keys``), measures those
 on the packed runtime in rotation (``R`` timed passes over the units, each unit once per pass,
 its figure the fastest call; see ``evaluators.latency.measure``; tqdm bar), then fits the
 table's calibration on ``--calibrate N`` whole networks drawn from the space (``--seed``; 0
-skips it; see ``evaluators.latency.calibration``) and writes the table — by default to the
+skips it; see ``evaluators.latency.calibration``; the networks' timing rounds run between
+the chunks of units, so both see the same machine) and writes the table — by default to the
 cache path the search reuses (``~/.cache/bsrnas/latency/<cpu>-<isa>-<build>-t<threads>-<CxHxW>-v3.json``,
 ``$BSRNAS_CACHE`` overrides the cache folder). The table is saved every ``SAVE_EVERY``
-entries, so an interrupted build keeps what it measured and a rerun continues; an existing
+entries (every chunk of units when it calibrates), so an interrupted build keeps what it measured and a rerun continues; an existing
 table is first checked against its canary, and the sessions that drifted are measured again.
 While measuring, a chunk of units timed while the machine was busy is re-measured; one still
 busy after the retries is kept and its session flagged, or with ``--on-contention refuse`` the
@@ -110,17 +111,27 @@ def _build(args) -> int:
         todo = sorted(random.Random(args.seed).sample(todo, min(args.sample, len(todo))))
     if args.limit is not None or args.sample is not None:
         print(f"measuring {len(todo)} of them (--limit/--sample)")
-    with tqdm(total=len(todo), unit="unit", desc="lut build") as bar:
-        for start in range(0, len(todo), SAVE_EVERY):
-            chunk = todo[start:start + SAVE_EVERY]
-            table.measurer.measure_entries(chunk, force=args.force,
-                                           progress=lambda _k: bar.update(1))
-            table.save()
     if args.calibrate and (todo or table.calibration is None):
+        # the units and the calibration's networks in one session, the networks' timing rounds
+        # spread over the units' chunks (``Measurer.calibrate``); saved after every chunk
         specs = [space.random(random.Random(args.seed + i)) for i in range(args.calibrate)]
-        print(f"calibrating on {len(specs)} whole networks of the space")
-        cal = table.measurer.calibrate(specs)
+        if args.force:
+            table.drop(todo)
+        print(f"calibrating on {len(specs)} whole networks of the space, timed between the "
+              "chunks of units")
+        with tqdm(total=len(set(todo) | {k for s in specs for k in table.entries(s)
+                                         if k not in table}),
+                  unit="unit", desc="lut build") as bar:
+            cal = table.measurer.calibrate(specs, keys=todo, progress=lambda _k: bar.update(1),
+                                           after_chunk=lambda _d, _t: table.save())
         print(calibration_line(cal.to_dict()).strip())
+    else:
+        with tqdm(total=len(todo), unit="unit", desc="lut build") as bar:
+            for start in range(0, len(todo), SAVE_EVERY):
+                chunk = todo[start:start + SAVE_EVERY]
+                table.measurer.measure_entries(chunk, force=args.force,
+                                               progress=lambda _k: bar.update(1))
+                table.save()
     path = table.save()
     session = table.measurer.session
     if session is not None and session["busy"]:
