@@ -9,8 +9,10 @@ factor fitted per table (so per CPU, thread count, input size, kernel build)::
 
 ``factor`` is the median over whole reference networks of measured / sum of their units
 (``reference_specs``: ``N_REFERENCE`` random specs of ``REFERENCE_SPACE``, a fixed seed; or the
-specs a caller gives, e.g. ``bsrnas lut build`` draws them from its space), timed whole beside
-their units (``measure.Measurer.calibrate``, with the contention checks of the units). One
+specs a caller gives, e.g. ``bsrnas lut build`` draws them from its space), timed whole in
+rounds spread over the measurement of the units (``measure.Measurer.calibrate``), each timing
+judged and retried like a chunk of units, so the networks and the units they are related to
+see the same machine. One
 factor and a median, not a least-squares fit of one factor per family of units: on 8 networks
 whose timings a shared machine disturbs, two collinear factors came out at +28 % / -23 % where
 the validation networks needed +2 % / 0 % (a pilot run of 20 specs, 1 thread, on the busy

@@ -473,7 +473,7 @@ class Measurer:
         return idle
 
     # -- calibration -----------------------------------------------------------------------
-    def calibrate(self, specs: Optional[Sequence[Any]] = None, rounds: int = 5,
+    def calibrate(self, specs: Optional[Sequence[Any]] = None, rounds: int = 8,
                   network_repeats: int = 10, keys: Iterable[str] = (),
                   progress=None, after_chunk=None) -> Calibration:
         """Fit and set the table's calibration on ``specs`` (default: ``reference_specs``):
@@ -481,7 +481,9 @@ class Measurer:
         measure in the same session; ``progress`` and ``after_chunk``, called after each chunk
         of units (``lut build`` saves the table there), as in ``measure_entries``) and the whole
         networks are timed in ``rounds`` rounds of ``network_repeats`` single calls
-        (``network_round``, the statistic a network is validated with). The rounds are spread
+        (``network_round``: the statistic a network is validated with, its fastest call; eight
+        rounds by default, more than a validation's five, because the factor carries the
+        error of every one of its networks' figures into every prediction). The rounds are spread
         over the measurement of the units, one after every few chunks (the rest, all of them
         when nothing is left to measure, after it), so the networks and the units they are
         related to see the same machine: on a shared VM whose speed changes for seconds to
