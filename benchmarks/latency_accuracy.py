@@ -327,11 +327,16 @@ def render(runs: Sequence[Dict[str, Any]], loaded: Optional[Dict[str, Any]], com
             f"{r['load'][0]:.1f} / {r['load'][1]:.1f} ({r['waited_s']:.0f} s) |")
     lines += ["", "error = predicted / measured − 1. Raw sum: the same table without its "
               "calibration (the plain sum of the units). Load: 1-minute load average of the "
-              "machine (shared with other jobs). Windows: a rotation chunk of units (table) or "
-              "one network's calls (networks), judged by `evaluators.latency.contention.judge` "
-              "(wait for a core > 5 % of the threads' time, steal > 5 %, canary drift > 8 %); a "
-              "busy one is measured again after a pause that doubles at each retry (4 retries; the "
-              "fastest call over every attempt counts).",
+              "machine (other guests of the host do not show in it); waited: seconds spent "
+              "before the run waiting for the canary to time at its best 8 times in a row "
+              "(`Measurer.wait_quiet`, at most `--wait-quiet`). Windows: a rotation chunk of "
+              "units (table) or one network's calls (networks), judged by "
+              "`evaluators.latency.contention.judge` (wait for a core > 5 % of the threads' "
+              "time (+10 % per extra thread), steal > 5 %, other processes > 10 % of the CPUs, "
+              "or the canary, re-timed hot just before and just after the window, more than 5 % "
+              "above its best, median over its four units); a busy one is measured again after "
+              "a pause that doubles at each retry (4 retries, always for a burst of drift alone; "
+              "the fastest call over every attempt counts).",
               "",
               "Method. *What the units miss*: the whole network is slower than the sum of its "
               "units timed apart; the diagnosis below regresses the gap on the summed figures "
@@ -347,8 +352,11 @@ def render(runs: Sequence[Dict[str, Any]], loaded: Optional[Dict[str, Any]], com
               f"validated space, seed {CALIBRATION_SEED}: a search passes its space to the table, "
               "`LatencyTable(calibration_space=...)`; networks of the fixed "
               "`calibration.REFERENCE_SPACE` gave 0.97 where this space needed 1.06 at 2 threads) "
-              "timed whole at the table's thread count, with the contention checks. *Validation*: the specs of every run are other networks "
-              "(the default space, the run's seed); the table above is that validation."]
+              "timed whole at the table's thread count in 8 rounds spread over the measurement "
+              "of the units (one after every few chunks, so networks and units see the same "
+              "machine), every timing judged and retried like a chunk. *Validation*: the specs "
+              "of every run are other networks (the default space, the run's seed), timed by the "
+              "same judged, retried windows; the table above is that validation."]
     diag = [r for r in runs if r.get("diagnosis")]
     if diag:
         lines += [
