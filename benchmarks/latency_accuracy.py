@@ -204,6 +204,10 @@ def run(args, threads: int, seed: int, diagnose: bool = False) -> Dict[str, Any]
                                           old.stats(k).min_ms / table.stats(k).min_ms for k in fp)}
     tmp.cleanup()
     session = table.measurer.session
+    st, raw = _stats(rows), _stats(rows, "error_raw")
+    print(f"  {st['within']:.0%} within +-10 %, mean {st['mean']:+.1%} (raw {raw['within']:.0%}, "
+          f"{raw['mean']:+.1%}), factor {cal.factor:.3f}, {time.perf_counter() - started:.0f} s",
+          flush=True)
     return {"threads": threads, "seed": seed, "units": len(keys), "rows": rows,
             "calibration_networks": args.calibration_networks,
             "diagnosis": diagnosis, "networks": net_tally, "waited_s": waited, "quiet": quiet,
