@@ -343,6 +343,35 @@ def test_calibrate_times_networks_sets_and_saves_the_calibration(tmp_path, capsy
     assert cal_mod.Calibration(factor=7.0, networks=2, threads=1).apply({"sum_ms": 1.0}) == 2.0
 
 
+def test_a_check_keeps_the_stored_canary_as_the_best_of_the_session_that_measures_again(
+        tmp_path, monkeypatch):
+    """A session flagged busy whose canary was faster than the canary now (a machine still slow
+    after the load): the measurer that re-measures starts from the faster stored figures, so
+    its windows are judged against them, not against the slow machine of the check."""
+    path = tmp_path / "lut.json"
+    _measured_file(path)
+    data = json.loads(path.read_text())
+    for rec in data["measured"]:
+        rec["busy"] = True
+    path.write_text(json.dumps(data))
+    _scale_canary(path, 0.5)  # stored twice as fast as any canary timed now
+    stored = json.loads(path.read_text())["measured"][0]["canary"]
+    monkeypatch.setattr(C, "judge", lambda w, limits=C.LIMITS: C.Verdict(False, ()))
+    table = _table(path)
+    assert table.check_result["drifted"]
+    best = table.measurer.best_canary()
+    assert best == pytest.approx(stored)
+    assert table.measurer.drift() > 1.5  # the canary now, about 2x its best
+    # a stored canary slower than now does not raise the best figures
+    path2 = tmp_path / "lut2.json"
+    _measured_file(path2)
+    _scale_canary(path2, 3.0)
+    stored3 = json.loads(path2.read_text())["measured"][0]["canary"]
+    slow = _table(path2)
+    best = slow.measurer.best_canary()
+    assert all(best[k] < stored3[k] for k in stored3)
+
+
 def test_a_check_that_measures_entries_again_fits_the_calibration_again(tmp_path, monkeypatch):
     """The calibration relates whole networks to the entries: when the check drops a drifted
     session's entries, the calibration goes too (and is not merged back from the file when
