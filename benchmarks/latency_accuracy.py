@@ -27,7 +27,8 @@ hold both cores while a fresh table measures the units of that many random specs
 calibration; the loops stop; the table, reopened at idle, is checked against its canary
 (``Measurer.check``: the sessions that drifted are re-measured) and predicts; the networks are
 timed at idle. Reported beside it: the predictions of the same file used without the check (what
-a poisoned table predicts). Target: at least 90 % within +-10 %.
+a poisoned table predicts). Target: at least 90 % within +-10 %. ``--loaded-only`` runs this
+case alone (about 10 minutes at 3x64x64) into its own section, ``latency_accuracy_loaded``.
 
 Writes the ``latency_accuracy`` section of BENCHMARKS.md (between ``<!-- BEGIN latency_accuracy
 -->`` and ``<!-- END latency_accuracy -->``; the other sections are kept).
@@ -271,7 +272,7 @@ def loaded_run(args) -> Dict[str, Any]:
     tmp.cleanup()
     return {"threads": threads, "specs": len(specs), "rows": rows, "stats": _stats(rows),
             "poisoned": _stats(rows, "error_poisoned"), "session": session, "check": check,
-            "networks": net_tally,
+            "networks": net_tally, "cpu": checked.context["cpu"], "isa": checked.context["isa"],
             "load_during": load_during, "load_after": load_1min()}
 
 
@@ -282,6 +283,49 @@ def _pct(x: float, signed: bool = False) -> str:
 
 def _ok(s: Dict[str, float]) -> bool:
     return s["within"] >= 0.95 and abs(s["mean"]) <= 0.03
+
+
+def _render_loaded(loaded: Dict[str, Any]) -> List[str]:
+    s, p, chk, ses = loaded["stats"], loaded["poisoned"], loaded["check"] or {}, loaded["session"]
+    ct = ses.get("contention") or {}
+    ratios = ", ".join(f"{v:.2f}" for v in (chk.get("ratios") or {}).values() if v is not None)
+    return [
+        f"**Table measured under load, used at idle** ({loaded['specs']} random specs, "
+        f"{loaded['threads']} threads, two busy-loop processes on the {os.cpu_count()} cores "
+        f"while measuring, 1-min load {loaded['load_during']:.1f}): "
+        f"**{_pct(s['within'])} within ±10 %** (target ≥ 90 %), mean error "
+        f"{_pct(s['mean'], True)}, max |error| {_pct(s['max_abs'])}. While measuring: "
+        f"{ct.get('busy', 0)} of {ct.get('windows', 0)} windows judged busy, "
+        f"{ct.get('retries', 0)} retries, session flagged {'busy' if ses.get('busy') else 'idle'}"
+        f" ({'; '.join(ct.get('reasons') or []) or 'no reason'}). Canary check at idle: "
+        f"stored / now = {ratios or 'n/a'}, {len(chk.get('drifted') or [])} session(s) "
+        f"drifted, {len(chk.get('dropped') or [])} entries re-measured"
+        f"{', calibration fitted again at idle' if chk.get('calibration_dropped') else ', calibration kept'}"
+        f"{' (busy at check: not judged)' if chk.get('busy_now') else ''}; network timings "
+        f"judged busy {loaded['networks']['busy']} of {loaded['networks']['windows']}. The same file "
+        f"without the check: {_pct(p['within'])} within ±10 %, mean error "
+        f"{_pct(p['mean'], True)}.",
+    ]
+
+
+def _write_loaded(args, loaded: Dict[str, Any], argv: Optional[Sequence[str]]) -> int:
+    """``--loaded-only``: the loaded-table case in its own section of BENCHMARKS.md."""
+    command = "python -m benchmarks.latency_accuracy " + " ".join(
+        (argv if argv is not None else sys.argv[1:]))
+    text = "\n".join([
+        "## Latency table measured under load, used at idle",
+        "",
+        f"Command: `{command.strip()}`  ",
+        f"Run: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, CPU "
+        f"{loaded['cpu']} ({os.cpu_count()} logical CPUs), ISA path `{loaded['isa']}`, LR input "
+        f"{args.input} (batch 1), torch {torch.__version__}, wall clock (the case of the "
+        f"`{SECTION}` section run alone).",
+        "", *_render_loaded(loaded), ""])
+    print(text)
+    if not args.no_write:
+        write_section(Path(args.out), SECTION + "_loaded", text)
+        print(f"wrote section {SECTION}_loaded of {args.out}")
+    return 0
 
 
 def render(runs: Sequence[Dict[str, Any]], loaded: Optional[Dict[str, Any]], command: str) -> str:
@@ -388,27 +432,7 @@ def render(runs: Sequence[Dict[str, Any]], loaded: Optional[Dict[str, Any]], com
                 f"{100 * ins['bconv_ms']:+.0f} %, {100 * ins['fp_ms']:+.0f} % "
                 f"({_pct(ins['mean_after'], True)} / {_pct(ins['max_abs_after'])}) |")
     if loaded is not None:
-        s, p, chk, ses = loaded["stats"], loaded["poisoned"], loaded["check"] or {}, loaded["session"]
-        ct = ses.get("contention") or {}
-        ratios = ", ".join(f"{v:.2f}" for v in (chk.get("ratios") or {}).values() if v is not None)
-        lines += [
-            "",
-            f"**Table measured under load, used at idle** ({loaded['specs']} random specs, "
-            f"{loaded['threads']} threads, two busy-loop processes on the {os.cpu_count()} cores "
-            f"while measuring, 1-min load {loaded['load_during']:.1f}): "
-            f"**{_pct(s['within'])} within ±10 %** (target ≥ 90 %), mean error "
-            f"{_pct(s['mean'], True)}, max |error| {_pct(s['max_abs'])}. While measuring: "
-            f"{ct.get('busy', 0)} of {ct.get('windows', 0)} windows judged busy, "
-            f"{ct.get('retries', 0)} retries, session flagged {'busy' if ses.get('busy') else 'idle'}"
-            f" ({'; '.join(ct.get('reasons') or []) or 'no reason'}). Canary check at idle: "
-            f"stored / now = {ratios or 'n/a'}, {len(chk.get('drifted') or [])} session(s) "
-            f"drifted, {len(chk.get('dropped') or [])} entries re-measured"
-            f"{', calibration fitted again at idle' if chk.get('calibration_dropped') else ', calibration kept'}"
-            f"{' (busy at check: not judged)' if chk.get('busy_now') else ''}; network timings "
-            f"judged busy {loaded['networks']['busy']} of {loaded['networks']['windows']}. The same file "
-            f"without the check: {_pct(p['within'])} within ±10 %, mean error "
-            f"{_pct(p['mean'], True)}.",
-        ]
+        lines += [""] + _render_loaded(loaded)
     t2 = next((r for r in runs if r["threads"] == max(x["threads"] for x in runs)), first)
     lines += ["", f"Per spec, {t2['threads']} thread(s), seed {t2['seed']}:", "",
               "| # | spec id | architecture | predicted ms | raw sum ms | measured ms | error |",
@@ -446,6 +470,9 @@ def main(argv=None) -> int:
     p.add_argument("--loaded-specs", type=int, default=12,
                    help="specs of the loaded-table case (0: skip it; default 12)")
     p.add_argument("--loaded-threads", type=int, default=2)
+    p.add_argument("--loaded-only", action="store_true",
+                   help="run the loaded-table case alone and write it to its own section "
+                        f"({SECTION}_loaded) of BENCHMARKS.md")
     p.add_argument("--space", default=str(REPO / "configs" / "space" / "default.yaml"))
     p.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
     p.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
@@ -467,6 +494,12 @@ def main(argv=None) -> int:
     seeds = _ints(p, "seeds", args.seeds)
     if 0 in threads:
         p.error("--threads: 0 given; allowed: positive integers")
+    if args.loaded_only:
+        try:
+            loaded = loaded_run(args)
+        except ValueError as exc:
+            p.error(str(exc))
+        return _write_loaded(args, loaded, argv)
     try:
         runs = [run(args, t, seed, diagnose=(seed == seeds[0] and not args.no_diagnosis))
                 for t in threads for seed in seeds]
