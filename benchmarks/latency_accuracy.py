@@ -308,14 +308,19 @@ def _render_loaded(loaded: Dict[str, Any]) -> List[str]:
     ]
 
 
+def _command(argv: Optional[Sequence[str]]) -> str:
+    """The command line of this run, as BENCHMARKS.md quotes it."""
+    args = argv if argv is not None else sys.argv[1:]
+    return ("python -m benchmarks.latency_accuracy " + " ".join(args)).strip()
+
+
 def _write_loaded(args, loaded: Dict[str, Any], argv: Optional[Sequence[str]]) -> int:
     """``--loaded-only``: the loaded-table case in its own section of BENCHMARKS.md."""
-    command = "python -m benchmarks.latency_accuracy " + " ".join(
-        (argv if argv is not None else sys.argv[1:]))
+    command = _command(argv)
     text = "\n".join([
         "## Latency table measured under load, used at idle",
         "",
-        f"Command: `{command.strip()}`  ",
+        f"Command: `{command}`  ",
         f"Run: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, CPU "
         f"{loaded['cpu']} ({os.cpu_count()} logical CPUs), ISA path `{loaded['isa']}`, LR input "
         f"{args.input} (batch 1), torch {torch.__version__}, wall clock (the case of the "
@@ -494,6 +499,9 @@ def main(argv=None) -> int:
     seeds = _ints(p, "seeds", args.seeds)
     if 0 in threads:
         p.error("--threads: 0 given; allowed: positive integers")
+    if args.loaded_only and args.loaded_specs < 1:
+        p.error(f"--loaded-specs: {args.loaded_specs} given with --loaded-only; allowed: a "
+                "positive integer")
     if args.loaded_only:
         try:
             loaded = loaded_run(args)
@@ -506,9 +514,8 @@ def main(argv=None) -> int:
         loaded = loaded_run(args) if args.loaded_specs > 0 else None
     except ValueError as exc:
         p.error(str(exc))
-    command = "python -m benchmarks.latency_accuracy " + " ".join(
-        (argv if argv is not None else sys.argv[1:]))
-    text = render(runs, loaded, command.strip())
+    command = _command(argv)
+    text = render(runs, loaded, command)
     print(text)
     if not args.no_write:
         write_section(Path(args.out), SECTION, text)

@@ -26,8 +26,8 @@ two busy loops, issue 16: a median factor 1.65). Three kinds of signal, each che
   conv, the FP head, the runtime's call overhead), each called back to back and taken at its
   fastest call, are re-timed just before and just after every window; the drift is their
   median ratio to their best figures of the session (``canary_slowdown``), the larger of the
-  two ends. Catches what the scheduler does not show: another guest on the host's core under a vCPU
-  (on the 2-vCPU AMD Zen 4 VM: bursts of 0.3-2 s in which even a hot call is 1.2-2x slower,
+  two ends. Catches what the scheduler does not show: another guest on the host's core
+  under a vCPU (on the 2-vCPU AMD Zen 4 VM: bursts of 0.3-2 s in which even a hot call is 1.2-2x slower,
   and states of seconds in which 2-thread work is 7-20 % slower while 1-thread work is not),
   a busy sibling hyperthread, a lower clock, memory bandwidth taken by the other core. One
   way only: a reference faster than its best so far is a better baseline, not contention.
@@ -259,15 +259,20 @@ class Tally:
                 "reasons": list(self.reasons)}
 
 
-def canary_drift(stored: Mapping[str, float], now: Mapping[str, float]) -> Optional[float]:
-    """The ratio stored / now of a session's canary figures against the canary timed now: the
-    median over the canary units both know (None when they share none). Above 1: the table
-    was measured slower than the machine runs now (measured while busy); below 1: faster."""
-    ratios = sorted(stored[k] / now[k] for k in stored if k in now and now[k] > 0)
+def _median_ratio(num: Mapping[str, float], den: Mapping[str, float]) -> Optional[float]:
+    """The median of num[k] / den[k] over the keys both hold (den[k] > 0); None when none."""
+    ratios = sorted(num[k] / den[k] for k in num if k in den and den[k] > 0)
     if not ratios:
         return None
     mid = len(ratios) // 2
     return ratios[mid] if len(ratios) % 2 else 0.5 * (ratios[mid - 1] + ratios[mid])
+
+
+def canary_drift(stored: Mapping[str, float], now: Mapping[str, float]) -> Optional[float]:
+    """The ratio stored / now of a session's canary figures against the canary timed now: the
+    median over the canary units both know (None when they share none). Above 1: the table
+    was measured slower than the machine runs now (measured while busy); below 1: faster."""
+    return _median_ratio(stored, now)
 
 
 def canary_slowdown(now: Mapping[str, float], best: Mapping[str, float]) -> Optional[float]:
@@ -277,11 +282,7 @@ def canary_slowdown(now: Mapping[str, float], best: Mapping[str, float]) -> Opti
     head's figure is the noisiest), while the median stays within 1-2 %; at 2 threads a
     contended vCPU slows the three threaded units (7-18 %) and not the call overhead, which
     the median still sees."""
-    ratios = sorted(now[k] / best[k] for k in now if k in best and best[k] > 0)
-    if not ratios:
-        return None
-    mid = len(ratios) // 2
-    return ratios[mid] if len(ratios) % 2 else 0.5 * (ratios[mid - 1] + ratios[mid])
+    return _median_ratio(now, best)
 
 
 def drifted(ratio: Optional[float], limit: float = LIMITS["stale"]) -> bool:

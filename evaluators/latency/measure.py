@@ -24,8 +24,8 @@ retry, at most ``pause_s``), up to ``retries`` times, every attempt's samples ke
 figure is the fastest call over all of them); once ``PERSISTENT`` windows in a row stayed busy
 by a local load (a process of this machine) through their retries, the machine is taken as
 busy for good and later windows are not retried until one is idle again (a window busy by the
-canary's drift alone, another guest's burst, is always retried). A chunk still busy is kept and the session flagged ``busy``
-(``on_contention="keep"``) or the measurement refused with ``ContentionError``
+canary's drift alone, another guest's burst, is always retried). A chunk still busy is kept
+and the session flagged ``busy`` (``on_contention="keep"``) or the measurement refused with ``ContentionError``
 (``on_contention="refuse"``).
 
 **Canary check** (``check``): before a cached table is used, its canary units are timed now;
@@ -233,7 +233,7 @@ class Measurer:
 
     def drift(self) -> Optional[float]:
         """The canary re-timed now over the best figures so far (``contention.canary_slowdown``:
-        the slowest unit's ratio); the best figures are then updated."""
+        the median ratio over its units); the best figures are then updated."""
         best = self.best_canary()
         now = self.time_canary()
         ratio = C.canary_slowdown(now, best)
@@ -316,7 +316,7 @@ class Measurer:
         again after a pause (``backoff``), up to ``retries`` times, or not at all once
         ``PERSISTENT`` windows in a row stayed busy through their retries (the machine is
         busy for good; an idle window ends that). Returns the results of every attempt and
-        whether the last window was still busy (then counted in ``tally.kept_busy``). The
+        the last window's verdict (busy: counted in ``tally.kept_busy``). The
         streak counts only windows kept busy by a local load (``Verdict.local``: a process of
         this machine holding the cores does not go away in seconds); a window busy by the
         canary's drift alone (another guest of the host, in bursts of seconds) is always

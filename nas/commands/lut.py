@@ -14,11 +14,11 @@ skips it; see ``evaluators.latency.calibration``; the networks' timing rounds ru
 the chunks of units, so both see the same machine) and writes the table — by default to the
 cache path the search reuses (``~/.cache/bsrnas/latency/<cpu>-<isa>-<build>-t<threads>-<CxHxW>-v3.json``,
 ``$BSRNAS_CACHE`` overrides the cache folder). The table is saved every ``SAVE_EVERY``
-entries (every chunk of units when it calibrates), so an interrupted build keeps what it measured and a rerun continues; an existing
-table is first checked against its canary, and the sessions that drifted are measured again.
-While measuring, a chunk of units timed while the machine was busy is re-measured; one still
-busy after the retries is kept and its session flagged, or with ``--on-contention refuse`` the
-build stops (exit status 2). ``--limit N`` measures only the first N missing units (in key
+entries (every chunk of units when it calibrates), so an interrupted build keeps what it
+measured and a rerun continues; an existing table is first checked against its canary, and
+the sessions that drifted are measured again. While measuring, a chunk of units timed while
+the machine was busy is re-measured; one still busy after the retries is kept and its session
+flagged, or with ``--on-contention refuse`` the build stops (exit status 2). ``--limit N`` measures only the first N missing units (in key
 order); ``--sample N`` measures N missing units drawn at random (``--seed``); either way the
 count of the whole set is printed first. ``show`` prints the context, when and under what load
 the entries were measured (one line per measuring session: UTC start and end, 1-minute load

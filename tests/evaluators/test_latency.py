@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from evaluators.latency import context, keys as K, store
+from evaluators.latency import contention as C, context, keys as K, store
 from evaluators.latency.enumeration import space_keys
 from space.space import SearchSpace
 from space.spec import LayerSpec, uniform
@@ -161,6 +161,10 @@ def _cli(capsys, monkeypatch, cache, *args):
 
 
 def test_lut_build_on_a_tiny_space_writes_a_table(tmp_path, capsys, monkeypatch):
+    # what is under test is the build and its reuse, not the contention checks: a burst of
+    # another guest of a shared host flags the build's session busy now and then (units of a
+    # few microseconds, three timed passes), and the rerun's check then measures it again
+    monkeypatch.setattr(C, "judge", lambda w, limits=C.LIMITS: C.Verdict(False, ()))
     space = tmp_path / "tiny.yaml"
     space.write_text("scale: 2\narch: {channels: [4], blocks: [1], tail: [binary_repeat]}\n"
                      "layer: {parts: [1, 2]}\ntail_layer: {skip: fp}\n")
